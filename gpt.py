@@ -1,0 +1,665 @@
+"""
+gpt.py: train a GPT on a text file, from scratch, in one file you can read top to bottom.
+
+    python gpt.py                    # train on input.txt, save trained_model.pth, print samples
+    python gpt.py --sample           # load trained_model.pth and print samples
+    python gpt.py --n_layer=6 --tokenizer=gpt2 --max_iters=500   # override any hyperparameter
+
+The file reads in the order the ideas build on each other: hyperparameters, data and
+tokenizer, attention, MLP, block, model, optimizer and schedule, training loop,
+sampling, and finally main().
+"""
+
+import csv
+import dataclasses
+import difflib
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import tiktoken
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+# -----------------------------------------------------------------------------
+# Hyperparameters: the knobs to edit. Each one can also be set on the command line
+# as --name=value (--n_layer=6), without touching the file.
+
+
+@dataclass
+class Hyperparameters:
+    # data
+    input_file: str = "input.txt"  # the text to train on (UTF-8); any text works
+    tokenizer: str = "char"  # 'char': one token per character; 'gpt2': GPT-2's BPE (50,257 tokens)
+    # model (the defaults fit a laptop CPU; on a CUDA GPU, CUDA_DEFAULTS below replace them)
+    n_layer: int = 6  # transformer blocks stacked on top of each other (2-12)
+    n_head: int = 6  # attention heads per block; must divide n_embd (2-12)
+    n_embd: int = 192  # width of every token's vector (64-768)
+    block_size: int = 128  # context: how many tokens the model sees at once (32-1024)
+    dropout: float = 0.0  # fraction of activations zeroed in training (0-0.2; 0 for short runs)
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
+    # training
+    batch_size: int = 32  # sequences per micro-step (8-64)
+    grad_accum_steps: int = 1  # micro-steps summed into one optimizer step (1-8)
+    max_iters: int = 2000  # optimizer steps in the whole run
+    learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
+    min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
+    warmup_iters: int = 100  # steps of linear warm-up from 0 to learning_rate
+    weight_decay: float = 0.1  # AdamW weight decay, applied to weight matrices only
+    beta1: float = 0.9  # AdamW momentum
+    beta2: float = 0.99  # AdamW second-moment decay (0.95-0.999)
+    grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
+    eval_interval: int = 250  # evaluate train and val loss every this many steps
+    eval_iters: int = 50  # batches averaged per loss estimate (more = less noisy, slower)
+    seed: int = 1337  # same seed, same run
+    # hardware
+    device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one
+    dtype: str = "auto"  # 'auto' probes the hardware; or 'float32', 'bfloat16', 'float16'
+    compile: bool = False  # torch.compile the training step (on by default on CUDA)
+    # checkpoint and sampling
+    out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
+    resume: bool = False  # --resume: continue training from out_file
+    sample: bool = False  # --sample: skip training, load out_file and print samples
+    prompt: str = ""  # text the samples start from ('' = a newline, or GPT-2's <|endoftext|>)
+    num_samples: int = 2  # how many samples to print
+    max_new_tokens: int = 500  # tokens generated per sample
+    temperature: float = 0.8  # <1 is safer and duller, >1 wilder; 0 always takes the likeliest token
+    top_k: int = 0  # sample only among the k likeliest tokens (0 = all of them)
+
+
+# On a CUDA GPU the classic "baby GPT" from Karpathy's lecture replaces the CPU defaults.
+CUDA_DEFAULTS = dict(
+    n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
+    max_iters=5000, learning_rate=1e-3, min_lr=1e-4, eval_interval=500, eval_iters=200,
+    compile=True,
+)  # fmt: skip
+
+
+def fail(message: str) -> None:
+    """Stop with one line that says what is wrong and what to do: no traceback."""
+    raise SystemExit(f"error: {message}")
+
+
+def parse_overrides(argv: list[str]) -> dict:
+    """Turn ['--n_layer=4', '--sample'] into {'n_layer': 4, 'sample': True}, checking every name and type."""
+    types = {f.name: f.type for f in dataclasses.fields(Hyperparameters)}
+    overrides = {}
+    for arg in argv:
+        name, has_value, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or name not in types:
+            close = difflib.get_close_matches(name, types, n=1)
+            hint = f"did you mean --{close[0]}?" if close else "see the Hyperparameters at the top of gpt.py"
+            fail(f"unknown setting {arg!r}: {hint}")
+        kind = types[name]
+        if kind is bool:
+            value = value.lower() if has_value else "true"  # a bare --sample means --sample=true
+            if value not in ("true", "false", "1", "0"):
+                fail(f"--{name} takes true or false, not {value!r}")
+            overrides[name] = value in ("true", "1")
+            continue
+        try:
+            overrides[name] = kind(value)
+        except ValueError:
+            fail(f"--{name} takes a {kind.__name__} value, not {value!r}")
+    return overrides
+
+
+# -----------------------------------------------------------------------------
+# Data and tokenizer: text -> integers the model can read, and back.
+
+
+class CharTokenizer:
+    """One token per distinct character of the training text: tiny vocabulary, long sequences."""
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self.vocab_size = len(chars)
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self.start_token = self.stoi.get("\n", 0)  # samples start on a fresh line
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            fail(f"the text has characters this model's vocabulary lacks: {''.join(unknown)!r}")
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"kind": "char", "chars": self.chars}
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-pair encoding (tiktoken): 50,257 tokens, about 4 characters each in English."""
+
+    def __init__(self):
+        try:
+            self.enc = tiktoken.get_encoding("gpt2")
+        except Exception as e:  # tiktoken downloads its files once; offline that fails
+            fail(
+                f"cannot load GPT-2's tokenizer files ({type(e).__name__}): connect to the internet "
+                "once, or set TIKTOKEN_CACHE_DIR to a folder that has them"
+            )
+        self.vocab_size = self.enc.n_vocab
+        self.start_token = self.enc.eot_token  # <|endoftext|> separates documents in GPT-2's data
+
+    def encode(self, text: str) -> list[int]:
+        return self.enc.encode_ordinary(text)  # ordinary: '<|endoftext|>' in a text is just text
+
+    def decode(self, ids: list[int]) -> str:
+        return self.enc.decode(ids)
+
+    def to_dict(self) -> dict:
+        return {"kind": "gpt2"}
+
+
+def make_tokenizer(kind: str, text: str = "", chars: str = "") -> CharTokenizer | GPT2Tokenizer:
+    if kind == "char":
+        return CharTokenizer(chars or "".join(sorted(set(text))))
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    fail(f"--tokenizer must be 'char' or 'gpt2', not {kind!r}")
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        fail(f"{path!r} is not UTF-8 text (byte {e.start}, line {line}): save it as UTF-8 and try again")
+    if not text.strip():
+        fail(f"{path!r} is empty: put some text in it")
+    return text
+
+
+def split_tokens(ids: list[int], block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First 90% of the tokens to train on, last 10% to validate on (contiguous, so no leakage)."""
+    data = np.array(ids, dtype=np.uint16 if max(ids) < 2**16 else np.int32)
+    n = int(0.9 * len(data))
+    train_data, val_data = data[:n], data[n:]
+    if len(val_data) < block_size + 1:
+        fail(
+            f"the text is {len(data):,} tokens, too short for block_size={block_size}: the 10% "
+            f"validation split needs at least {block_size + 1}; use more text or a smaller --block_size"
+        )
+    return train_data, val_data
+
+
+def get_batch(
+    data: np.ndarray, batch_size: int, block_size: int, device: str, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of block_size + 1 tokens: x is each window's start, y the same shifted by one."""
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    windows = torch.stack([torch.from_numpy(data[i : i + block_size + 1].astype(np.int64)) for i in starts])
+    x, y = windows[:, :-1], windows[:, 1:]  # (B, T) each: y[b, t] is the token that follows x[b, :t+1]
+    return x.to(device), y.to(device)
+
+
+# -----------------------------------------------------------------------------
+# The model: GPT-2's architecture, layer by layer.
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+
+
+def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention spelled out: what F.scaled_dot_product_attention computes, fused, in one call.
+
+    q, k, v are (B, n_head, T, head_size). Each position mixes the values of itself and the
+    positions before it, weighted by how well its query matches their keys.
+    """
+    T, head_size = q.size(-2), q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T)
+    # dividing by sqrt(head_size) keeps the scores' spread near 1, so softmax does not saturate
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)
+    scores = scores.masked_fill(future, float("-inf"))  # a token may not look at tokens after it
+    weights = F.softmax(scores, dim=-1)  # (B, n_head, T, T), each row sums to 1
+    return weights @ v  # (B, n_head, T, head_size)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        if config.n_embd % config.n_head != 0:
+            fail(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})")
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads back
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        head_size = C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
+        k = k.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
+        v = v.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
+        # the same math as attention_by_hand (a test proves it), but fused into one kernel that
+        # never stores the (T, T) weights: flash attention on GPUs, much less memory everywhere
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Per-token computation: widen 4x, GELU, narrow back. Attention mixes tokens; this thinks about each."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # the tanh approximation is what GPT-2 used
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer block. Pre-LayerNorm: normalise, transform, then add back onto the residual stream."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the residual adds give gradients a straight path from the loss to every layer
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position embeddings, learned
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying: reading a token in and writing it out share one matrix (fewer parameters,
+        # and a better model for the same size: https://arxiv.org/abs/1608.05859)
+        self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # every block adds its output onto the residual stream twice; scaling those projections by
+        # 1/sqrt(2 * n_layer) keeps the stream's variance from growing with depth (GPT-2 paper, 2.3)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, n_embd)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size): a score for every possible next token
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by max_new_tokens, one token at a time, each sampled from the model."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size :]  # the model can only see block_size tokens
+            logits, _ = self(context)
+            logits = logits[:, -1, :].float()  # (B, vocab_size): scores for the next token only
+            if temperature == 0:
+                next_token = logits.argmax(dim=-1, keepdim=True)  # greedy: always the likeliest
+            else:
+                logits = logits / temperature
+                if top_k > 0:
+                    kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth_best, float("-inf"))
+                probs = F.softmax(logits, dim=-1)
+                next_token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, next_token], dim=1)
+        return idx
+
+
+# -----------------------------------------------------------------------------
+# Device and precision: chosen once, here. Everything after just uses the result.
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+        if not available.get(requested.split(":")[0]):
+            fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def bf16_speedup_on_cpu() -> float:
+    """How many times faster this CPU multiplies bf16 matrices than fp32 ones (measured, ~50 ms)."""
+
+    def seconds(dtype: torch.dtype) -> float:
+        a = torch.randn(512, 512, dtype=dtype)
+        a @ a  # warm-up
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ a
+        return time.perf_counter() - start
+
+    return seconds(torch.float32) / seconds(torch.bfloat16)
+
+
+def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
+    """The precision matmuls run in under autocast, and the reason it was chosen."""
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if requested != "auto":
+        if requested not in names:
+            fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
+        return names[requested], "asked for with --dtype"
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "this GPU supports bf16"
+        return torch.float16, "this GPU has no bf16, so fp16 with a gradient scaler"
+    if device == "cpu":
+        speedup = bf16_speedup_on_cpu()
+        if speedup > 1.5:
+            return torch.bfloat16, f"this CPU multiplies bf16 matrices {speedup:.1f}x faster than fp32"
+        return torch.float32, f"bf16 matmul is not faster on this CPU ({speedup:.1f}x)"
+    return torch.float32, f"the safe choice on {device}"
+
+
+# -----------------------------------------------------------------------------
+# Optimizer and learning-rate schedule.
+
+
+def make_optimizer(model: GPT, hp: Hyperparameters, device: str) -> torch.optim.AdamW:
+    # Weight decay pulls weights towards zero. It regularises the matrices (and embeddings) that do
+    # the work; biases and LayerNorm gains are few, cannot overfit much, and their scale matters.
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": hp.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    fused = device.startswith("cuda")  # one kernel for the whole update instead of one per tensor
+    return torch.optim.AdamW(groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
+
+
+def get_lr(step: int, hp: Hyperparameters) -> float:
+    """Linear warm-up (big early updates with untuned Adam statistics are harmful), then cosine decay."""
+    if step < hp.warmup_iters:
+        return hp.learning_rate * (step + 1) / hp.warmup_iters
+    progress = min(1.0, (step - hp.warmup_iters) / max(1, hp.max_iters - hp.warmup_iters))
+    return hp.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (hp.learning_rate - hp.min_lr)
+
+
+# -----------------------------------------------------------------------------
+# Training: evaluation, checkpoints, the log, and the loop itself.
+
+
+@torch.no_grad()
+def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, autocast) -> dict:
+    """Mean loss over eval_iters batches of each split, in eval mode (no dropout).
+
+    The batches come from a generator seeded the same way every time, so every evaluation scores
+    the same text and the curve shows the model changing, not the batches.
+    """
+    model.eval()
+    losses = {}
+    for name, data in splits.items():
+        generator = torch.Generator().manual_seed(hp.seed + 1)
+        total = 0.0
+        for _ in range(hp.eval_iters):
+            x, y = get_batch(data, hp.batch_size, hp.block_size, device, generator)
+            with autocast:
+                _, loss = model(x, y)
+            total += loss.item()
+        losses[name] = total / hp.eval_iters
+    model.train()
+    return losses
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    # write a temporary file, then rename it over the old one: the rename is atomic, so a crash
+    # mid-save leaves the previous checkpoint intact instead of half a file
+    tmp = path + ".tmp"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, device: str) -> dict:
+    if not os.path.exists(path):
+        fail(f"no checkpoint at {path!r}: train one first with `python gpt.py`")
+    try:
+        # weights_only: refuse anything but tensors and plain data, so a file can never run code
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        fail(f"{path!r} is not a checkpoint gpt.py can load safely ({reason})")
+
+
+def build_model(config: GPTConfig, device: str) -> GPT:
+    return GPT(config).to(device)
+
+
+def train(hp: Hyperparameters, device: str, dtype: torch.dtype) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+    torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
+    batch_generator = torch.Generator().manual_seed(hp.seed)  # the training batches, on their own
+    text = read_text(hp.input_file)
+    checkpoint = load_checkpoint(hp.out_file, device) if hp.resume else None
+    if checkpoint:
+        tok_info = checkpoint["tokenizer"]
+        tokenizer = make_tokenizer(tok_info["kind"], chars=tok_info.get("chars", ""))
+        config = GPTConfig(**checkpoint["config"])
+        hp = dataclasses.replace(hp, block_size=config.block_size)
+    else:
+        tokenizer = make_tokenizer(hp.tokenizer, text)
+        config = GPTConfig(
+            tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias
+        )
+    train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
+    tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
+    print(
+        f"data: {len(train_data) + len(val_data):,} tokens from {hp.input_file} "
+        f"({tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']} vocabulary); "
+        f"{len(train_data):,} to train on, {len(val_data):,} to validate; "
+        f"one epoch = {len(train_data) / tokens_per_step:,.1f} steps of {tokens_per_step:,} tokens"
+    )
+
+    model = build_model(config, device)
+    optimizer = make_optimizer(model, hp, device)
+    step, best_val_loss = 0, float("inf")
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        batch_generator.set_state(checkpoint["batch_rng"])
+        print(f"resuming from {hp.out_file} at step {step} (val loss {best_val_loss:.4f})")
+    print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
+
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
+    # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
+    # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
+    # the compiled model runs the training step; evaluation, sampling and saving use the plain one
+    train_model = torch.compile(model) if hp.compile else model
+
+    log_path = os.path.join(os.path.dirname(hp.out_file) or ".", "train_log.csv")
+    new_log = not (hp.resume and os.path.exists(log_path))
+    log_file = open(log_path, "w" if new_log else "a", newline="")
+    log = csv.writer(log_file)
+    if new_log:
+        log.writerow(["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+
+    start_time = time.time()
+    progress = tqdm(total=hp.max_iters, initial=step, unit="step", mininterval=1.0)
+    for step in range(step, hp.max_iters + 1):
+        lr = get_lr(step, hp)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        if step % hp.eval_interval == 0 or step == hp.max_iters:
+            losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
+            tokens = step * tokens_per_step
+            elapsed = time.time() - start_time
+            log.writerow([step, tokens, f"{tokens / len(train_data):.3f}", f"{elapsed:.1f}"]
+                         + [f"{losses['train']:.4f}", f"{losses['val']:.4f}", f"{lr:.3e}"])  # fmt: skip
+            log_file.flush()
+            tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if not math.isfinite(losses["train"]):
+                fail(f"the loss became {losses['train']}: try a lower --learning_rate (kept {hp.out_file})")
+            if losses["val"] < best_val_loss:
+                best_val_loss = losses["val"]
+                save_checkpoint(hp.out_file, {
+                    "model": model.state_dict(), "config": dataclasses.asdict(config),
+                    "tokenizer": tokenizer.to_dict(), "hyperparameters": dataclasses.asdict(hp),
+                    "optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val_loss,
+                    "torch_rng": torch.get_rng_state(), "batch_rng": batch_generator.get_state(),
+                })  # fmt: skip
+        if step == hp.max_iters:
+            break  # the last step only evaluates, so the run always ends on a measured checkpoint
+
+        t0 = time.time()
+        for _ in range(hp.grad_accum_steps):
+            x, y = get_batch(train_data, hp.batch_size, hp.block_size, device, batch_generator)
+            with autocast:
+                _, loss = train_model(x, y)
+            # gradients add up over micro-steps; dividing makes the sum the mean over the whole batch
+            scaler.scale(loss / hp.grad_accum_steps).backward()
+        if hp.grad_clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
+        tokens_per_sec = tokens_per_step / (time.time() - t0)
+        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False)
+        progress.update()
+    progress.close()
+    log_file.close()
+    print(f"done in {time.time() - start_time:.0f} s; best val loss {best_val_loss:.4f}, saved to {hp.out_file}")
+    plot_losses(log_path)
+    best = load_checkpoint(hp.out_file, device)
+    model.load_state_dict(best["model"])  # sample from the best model, not the last one
+    return model, tokenizer
+
+
+def plot_losses(log_path: str) -> None:
+    """Train and val loss against tokens seen, as loss.png beside the log (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # draw to a file; no window needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(pip install matplotlib to get a loss plot, loss.png)")
+        return
+    with open(log_path) as f:
+        rows = list(csv.DictReader(f))
+    tokens = [int(r["tokens"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(tokens, [float(r["train_loss"]) for r in rows], label="train")
+    ax.plot(tokens, [float(r["val_loss"]) for r in rows], label="val")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    png = os.path.join(os.path.dirname(log_path), "loss.png")
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    print(f"loss plot: {png}")
+
+
+# -----------------------------------------------------------------------------
+# Sampling: turn the trained model into text.
+
+
+def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, device: str) -> None:
+    model.eval()
+    prompt_ids = tokenizer.encode(hp.prompt) if hp.prompt else [tokenizer.start_token]
+    idx = torch.tensor([prompt_ids] * hp.num_samples, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(hp.seed)  # same seed, same text
+    out = model.generate(idx, hp.max_new_tokens, hp.temperature, hp.top_k, generator)
+    for i, ids in enumerate(out.tolist()):
+        text = tokenizer.decode(ids if hp.prompt else ids[1:])
+        print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
+
+
+def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+    """The model and tokenizer saved in out_file: no need to repeat the model's sizes."""
+    checkpoint = load_checkpoint(hp.out_file, device)
+    tok_info = checkpoint["tokenizer"]
+    tokenizer = make_tokenizer(tok_info["kind"], chars=tok_info.get("chars", ""))
+    model = build_model(GPTConfig(**checkpoint["config"]), device)
+    model.load_state_dict(checkpoint["model"])
+    print(f"loaded {hp.out_file}: step {checkpoint['step']}, val loss {checkpoint['best_val_loss']:.4f}")
+    return model, tokenizer
+
+
+# -----------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    overrides = parse_overrides(argv)
+    device = pick_device(overrides.get("device", "auto"))
+    defaults = CUDA_DEFAULTS if device.startswith("cuda") else {}
+    hp = Hyperparameters(**{**defaults, **overrides, "device": device})
+    dtype, why = pick_dtype(device, hp.dtype)
+    print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32): ~8x faster
+        torch.backends.cudnn.allow_tf32 = True
+    if hp.sample:
+        model, tokenizer = load_for_sampling(hp, device)
+    else:
+        model, tokenizer = train(hp, device, dtype)
+    print_samples(model, tokenizer, hp, device)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
