@@ -38,16 +38,16 @@ class Hyperparameters:
     input_file: str = "input.txt"  # the text to train on (UTF-8); any text works
     tokenizer: str = "char"  # 'char': one token per character; 'gpt2': GPT-2's BPE (50,257 tokens)
     # model (the defaults fit a laptop CPU; on a CUDA GPU, CUDA_DEFAULTS below replace them)
-    n_layer: int = 6  # transformer blocks stacked on top of each other (2-12)
-    n_head: int = 6  # attention heads per block; must divide n_embd (2-12)
-    n_embd: int = 192  # width of every token's vector (64-768)
+    n_layer: int = 4  # transformer blocks stacked on top of each other (2-12)
+    n_head: int = 4  # attention heads per block; must divide n_embd (2-12)
+    n_embd: int = 256  # width of every token's vector (64-768)
     block_size: int = 128  # context: how many tokens the model sees at once (32-1024)
     dropout: float = 0.0  # fraction of activations zeroed in training (0-0.2; 0 for short runs)
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
     # training
     batch_size: int = 32  # sequences per micro-step (8-64)
     grad_accum_steps: int = 1  # micro-steps summed into one optimizer step (1-8)
-    max_iters: int = 2000  # optimizer steps in the whole run
+    max_iters: int = 1000  # optimizer steps in the whole run (1000 takes about 4.5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
     warmup_iters: int = 100  # steps of linear warm-up from 0 to learning_rate
@@ -55,8 +55,8 @@ class Hyperparameters:
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.99  # AdamW second-moment decay (0.95-0.999)
     grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
-    eval_interval: int = 250  # evaluate train and val loss every this many steps
-    eval_iters: int = 50  # batches averaged per loss estimate (more = less noisy, slower)
+    eval_interval: int = 200  # evaluate train and val loss every this many steps
+    eval_iters: int = 20  # batches averaged per loss estimate (more = less noisy, slower)
     seed: int = 1337  # same seed, same run
     # hardware
     device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one
@@ -86,15 +86,15 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def parse_overrides(argv: list[str]) -> dict:
+def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
     """Turn ['--n_layer=4', '--sample'] into {'n_layer': 4, 'sample': True}, checking every name and type."""
-    types = {f.name: f.type for f in dataclasses.fields(Hyperparameters)}
+    types = {f.name: f.type for f in dataclasses.fields(settings)}
     overrides = {}
     for arg in argv:
         name, has_value, value = arg.removeprefix("--").partition("=")
         if not arg.startswith("--") or name not in types:
             close = difflib.get_close_matches(name, types, n=1)
-            hint = f"did you mean --{close[0]}?" if close else "see the Hyperparameters at the top of gpt.py"
+            hint = f"did you mean --{close[0]}?" if close else f"see {settings.__name__} at the top of the file"
             fail(f"unknown setting {arg!r}: {hint}")
         kind = types[name]
         if kind is bool:
@@ -481,63 +481,61 @@ def load_checkpoint(path: str, device: str) -> dict:
         fail(f"{path!r} is not a checkpoint gpt.py can load safely ({reason})")
 
 
-def build_model(config: GPTConfig, device: str) -> GPT:
-    return GPT(config).to(device)
+def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
+    info = checkpoint["tokenizer"]
+    return make_tokenizer(info["kind"], chars=info.get("chars", ""))
 
 
-def train(hp: Hyperparameters, device: str, dtype: torch.dtype) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+def open_log(path: str, append: bool) -> tuple:
+    """train_log.csv: one row per evaluation, for plotting and for scripts."""
+    file = open(path, "a" if append else "w", newline="")
+    log = csv.writer(file)
+    if not append:
+        log.writerow(["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+    return file, log
+
+
+def train(hp: Hyperparameters, device: str, dtype: torch.dtype, autocast) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     batch_generator = torch.Generator().manual_seed(hp.seed)  # the training batches, on their own
     text = read_text(hp.input_file)
     checkpoint = load_checkpoint(hp.out_file, device) if hp.resume else None
-    if checkpoint:
-        tok_info = checkpoint["tokenizer"]
-        tokenizer = make_tokenizer(tok_info["kind"], chars=tok_info.get("chars", ""))
-        config = GPTConfig(**checkpoint["config"])
+    if checkpoint:  # the model's shape and vocabulary come from the checkpoint, not the settings
+        tokenizer, config = tokenizer_from(checkpoint), GPTConfig(**checkpoint["config"])
         hp = dataclasses.replace(hp, block_size=config.block_size)
     else:
         tokenizer = make_tokenizer(hp.tokenizer, text)
-        config = GPTConfig(
-            tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias
-        )
+        config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
     train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     print(
-        f"data: {len(train_data) + len(val_data):,} tokens from {hp.input_file} "
-        f"({tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']} vocabulary); "
-        f"{len(train_data):,} to train on, {len(val_data):,} to validate; "
-        f"one epoch = {len(train_data) / tokens_per_step:,.1f} steps of {tokens_per_step:,} tokens"
+        f"data: {len(train_data) + len(val_data):,} tokens of {hp.input_file} in a {tokenizer.vocab_size:,}-token "
+        f"{tokenizer.to_dict()['kind']} vocabulary: {len(train_data):,} to train on, {len(val_data):,} to validate;"
+        f" an epoch is {len(train_data) / tokens_per_step:,.1f} steps of {tokens_per_step:,} tokens"
     )
 
-    model = build_model(config, device)
+    model = GPT(config).to(device)
     optimizer = make_optimizer(model, hp, device)
-    step, best_val_loss = 0, float("inf")
+    start_step, best_val_loss = 0, float("inf")
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
+        start_step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
         torch.set_rng_state(checkpoint["torch_rng"])
         batch_generator.set_state(checkpoint["batch_rng"])
-        print(f"resuming from {hp.out_file} at step {step} (val loss {best_val_loss:.4f})")
+        print(f"resuming from {hp.out_file} at step {start_step} (val loss {best_val_loss:.4f})")
     print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
-
-    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
     # the compiled model runs the training step; evaluation, sampling and saving use the plain one
     train_model = torch.compile(model) if hp.compile else model
-
-    log_path = os.path.join(os.path.dirname(hp.out_file) or ".", "train_log.csv")
-    new_log = not (hp.resume and os.path.exists(log_path))
-    log_file = open(log_path, "w" if new_log else "a", newline="")
-    log = csv.writer(log_file)
-    if new_log:
-        log.writerow(["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+    log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
+    log_file, log = open_log(log_path, append=hp.resume and os.path.exists(log_path))
 
     start_time = time.time()
-    progress = tqdm(total=hp.max_iters, initial=step, unit="step", mininterval=1.0)
-    for step in range(step, hp.max_iters + 1):
+    progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0)
+    for step in range(start_step, hp.max_iters + 1):
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -545,9 +543,8 @@ def train(hp: Hyperparameters, device: str, dtype: torch.dtype) -> tuple[GPT, Ch
         if step % hp.eval_interval == 0 or step == hp.max_iters:
             losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
             tokens = step * tokens_per_step
-            elapsed = time.time() - start_time
-            log.writerow([step, tokens, f"{tokens / len(train_data):.3f}", f"{elapsed:.1f}"]
-                         + [f"{losses['train']:.4f}", f"{losses['val']:.4f}", f"{lr:.3e}"])  # fmt: skip
+            log.writerow([step, tokens, f"{tokens / len(train_data):.3f}", f"{time.time() - start_time:.1f}",
+                          f"{losses['train']:.4f}", f"{losses['val']:.4f}", f"{lr:.3e}"])  # fmt: skip
             log_file.flush()
             tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if not math.isfinite(losses["train"]):
@@ -576,17 +573,15 @@ def train(hp: Hyperparameters, device: str, dtype: torch.dtype) -> tuple[GPT, Ch
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
+        loss = loss.item()  # waits for the step to finish (GPUs run asynchronously) before reading the clock
         tokens_per_sec = tokens_per_step / (time.time() - t0)
-        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False)
+        progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False)
         progress.update()
     progress.close()
     log_file.close()
     print(f"done in {time.time() - start_time:.0f} s; best val loss {best_val_loss:.4f}, saved to {hp.out_file}")
     plot_losses(log_path)
-    best = load_checkpoint(hp.out_file, device)
-    model.load_state_dict(best["model"])  # sample from the best model, not the last one
+    model.load_state_dict(load_checkpoint(hp.out_file, device)["model"])  # sample from the best model
     return model, tokenizer
 
 
@@ -619,12 +614,15 @@ def plot_losses(log_path: str) -> None:
 # Sampling: turn the trained model into text.
 
 
-def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, device: str) -> None:
+def print_samples(
+    model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, device: str, autocast
+) -> None:
     model.eval()
     prompt_ids = tokenizer.encode(hp.prompt) if hp.prompt else [tokenizer.start_token]
     idx = torch.tensor([prompt_ids] * hp.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(hp.seed)  # same seed, same text
-    out = model.generate(idx, hp.max_new_tokens, hp.temperature, hp.top_k, generator)
+    with autocast:
+        out = model.generate(idx, hp.max_new_tokens, hp.temperature, hp.top_k, generator)
     for i, ids in enumerate(out.tolist()):
         text = tokenizer.decode(ids if hp.prompt else ids[1:])
         print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
@@ -633,9 +631,8 @@ def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hype
 def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """The model and tokenizer saved in out_file: no need to repeat the model's sizes."""
     checkpoint = load_checkpoint(hp.out_file, device)
-    tok_info = checkpoint["tokenizer"]
-    tokenizer = make_tokenizer(tok_info["kind"], chars=tok_info.get("chars", ""))
-    model = build_model(GPTConfig(**checkpoint["config"]), device)
+    tokenizer = tokenizer_from(checkpoint)
+    model = GPT(GPTConfig(**checkpoint["config"])).to(device)
     model.load_state_dict(checkpoint["model"])
     print(f"loaded {hp.out_file}: step {checkpoint['step']}, val loss {checkpoint['best_val_loss']:.4f}")
     return model, tokenizer
@@ -651,14 +648,17 @@ def main(argv: list[str]) -> None:
     hp = Hyperparameters(**{**defaults, **overrides, "device": device})
     dtype, why = pick_dtype(device, hp.dtype)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
+    # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's
+    # state) in fp32: speed from bf16, accuracy of the updates from fp32
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32): ~8x faster
         torch.backends.cudnn.allow_tf32 = True
     if hp.sample:
         model, tokenizer = load_for_sampling(hp, device)
     else:
-        model, tokenizer = train(hp, device, dtype)
-    print_samples(model, tokenizer, hp, device)
+        model, tokenizer = train(hp, device, dtype, autocast)
+    print_samples(model, tokenizer, hp, device, autocast)
 
 
 if __name__ == "__main__":

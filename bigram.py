@@ -1,0 +1,98 @@
+"""
+bigram.py: the simplest language model there is, as the baseline gpt.py has to beat.
+
+    python bigram.py
+
+It predicts the next token from the current token alone, with a table of vocab_size x vocab_size
+learned scores. Because it sees one token of context, the best it can ever do is known in advance:
+count which token follows which in the training text, and that count table (smoothed, normalised)
+is the best bigram model. This script trains the table by gradient descent anyway, the way gpt.py
+trains a GPT, and shows the trained loss landing on the count table's loss: the floor for any
+model that sees one token. gpt.py's val loss goes far below it, because it reads whole contexts.
+
+The data pipeline (reading, tokenizing, splitting, batching) is imported from gpt.py, not copied.
+"""
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpt import get_batch, make_tokenizer, parse_overrides, read_text, split_tokens
+
+
+@dataclass
+class BigramSettings:
+    input_file: str = "input.txt"  # the text to train on
+    tokenizer: str = "char"  # 'char' or 'gpt2' (a 50,257 x 50,257 table: 10 GB, so mind your memory)
+    batch_size: int = 32  # sequences per step
+    block_size: int = 8  # sequence length; a bigram model only ever looks one token back
+    max_iters: int = 3000  # optimizer steps
+    learning_rate: float = 0.1  # peak; high is fine because the loss is convex in the table's entries
+    eval_interval: int = 500  # print the losses every this many steps
+    smoothing: float = 1.0  # pseudo-count added to every cell of the count table (add-one smoothing)
+    max_new_tokens: int = 300  # length of the sample printed at the end
+    seed: int = 1337
+
+
+class BigramLanguageModel(nn.Module):
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.table = nn.Embedding(vocab_size, vocab_size)  # row i: scores for the token after token i
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table(idx)  # (B, T, vocab_size)
+
+    def loss(self, data: np.ndarray) -> float:
+        """Exact mean loss over every pair of neighbouring tokens in data."""
+        ids = torch.from_numpy(data.astype(np.int64))
+        with torch.no_grad():
+            return F.cross_entropy(self(ids[:-1]), ids[1:]).item()
+
+
+def count_table_loss(train_data: np.ndarray, val_data: np.ndarray, vocab_size: int, smoothing: float) -> float:
+    """Val loss of the best bigram model the training text defines: its next-token counts, normalised."""
+    counts = np.full((vocab_size, vocab_size), smoothing)
+    np.add.at(counts, (train_data[:-1], train_data[1:]), 1)  # counts[a, b] += 1 for every pair "a b"
+    probs = counts / counts.sum(axis=1, keepdims=True)
+    return float(-np.log(probs[val_data[:-1], val_data[1:]]).mean())
+
+
+def main(argv: list[str]) -> None:
+    s = BigramSettings(**parse_overrides(argv, BigramSettings))
+    torch.manual_seed(s.seed)
+    generator = torch.Generator().manual_seed(s.seed)
+    text = read_text(s.input_file)
+    tokenizer = make_tokenizer(s.tokenizer, text)
+    train_data, val_data = split_tokens(tokenizer.encode(text), s.block_size)
+    floor = count_table_loss(train_data, val_data, tokenizer.vocab_size, s.smoothing)
+    print(f"count table (no training): val loss {floor:.4f}, the floor for any bigram model of this text")
+
+    model = BigramLanguageModel(tokenizer.vocab_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=0.0)
+    for step in range(s.max_iters + 1):
+        if step % s.eval_interval == 0 or step == s.max_iters:
+            print(f"step {step}: train loss {model.loss(train_data):.4f}, val loss {model.loss(val_data):.4f}")
+        if step == s.max_iters:
+            break
+        for group in optimizer.param_groups:  # decay linearly to 0, to settle into the minimum
+            group["lr"] = s.learning_rate * (1 - step / s.max_iters)
+        x, y = get_batch(train_data, s.batch_size, s.block_size, "cpu", generator)
+        loss = F.cross_entropy(model(x).view(-1, tokenizer.vocab_size), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    print(f"trained bigram val loss {model.loss(val_data):.4f}, count-table floor {floor:.4f}")
+
+    idx = [tokenizer.start_token]
+    for _ in range(s.max_new_tokens):  # sample: each token drawn from the table row of the one before
+        probs = F.softmax(model(torch.tensor(idx[-1:])), dim=-1)
+        idx.append(torch.multinomial(probs[0], 1, generator=generator).item())
+    print(f"\n--- sample ---\n{tokenizer.decode(idx[1:])}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,30 @@
+"""bigram.py, the baseline: its trained loss lands on the floor that counting gives."""
+
+import math
+import re
+from collections import Counter
+
+from conftest import run_script
+
+
+def test_trained_bigram_lands_within_005_of_the_count_table_floor(shakespeare):
+    result = run_script("bigram.py", ["--max_new_tokens=50"], shakespeare)
+    assert result.returncode == 0, result.stderr
+    trained, floor = map(
+        float, re.search(r"trained bigram val loss ([\d.]+), count-table floor ([\d.]+)", result.stdout).groups()
+    )
+    assert abs(trained - floor) < 0.05
+
+
+def test_count_table_floor_matches_counting_pairs_by_hand(shakespeare):
+    text = (shakespeare / "input.txt").read_text(encoding="utf-8")
+    split = int(0.9 * len(text))
+    train, val = text[:split], text[split:]
+    vocab = sorted(set(text))
+    pairs = Counter(zip(train, train[1:]))
+    firsts = Counter(train[:-1])
+    # add-one smoothing: every pair counts once more than it was seen
+    loss = -sum(math.log((pairs[a, b] + 1) / (firsts[a] + len(vocab))) for a, b in zip(val, val[1:])) / (len(val) - 1)
+    result = run_script("bigram.py", ["--max_iters=0", "--max_new_tokens=1"], shakespeare)
+    floor = float(re.search(r"count table \(no training\): val loss ([\d.]+)", result.stdout).group(1))
+    assert abs(floor - loss) < 1e-4

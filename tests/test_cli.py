@@ -1,0 +1,124 @@
+"""gpt.py run as a user runs it: a subprocess in a scratch folder, checking output, exit code and files."""
+
+import csv
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script
+
+TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
+
+
+def sample_text(result) -> str:
+    """What the model wrote: the text after the sample header, without the lines about the setup."""
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split(" ---\n", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run on 100,000 characters of Shakespeare, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("trained")
+    text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
+    (folder / "input.txt").write_text(text, encoding="utf-8")
+    result = run_script("gpt.py", TINY_RUN, folder)
+    assert result.returncode == 0, result.stderr
+    return folder, result
+
+
+def test_training_writes_checkpoint_log_and_samples(trained):
+    folder, result = trained
+    assert (folder / "trained_model.pth").exists()
+    assert result.stdout.count("--- sample") == 2
+    with open(folder / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"step", "tokens", "elapsed_s", "train_loss", "val_loss", "lr"} <= set(rows[0])
+    assert [int(r["step"]) for r in rows] == [0, 150, 300]  # the last step is always evaluated
+    assert int(rows[-1]["tokens"]) == 300 * 8 * 32  # steps x batch_size x block_size
+
+
+def test_training_learns_more_than_letter_frequencies(trained):
+    folder, _ = trained
+    text = (folder / "input.txt").read_text(encoding="utf-8")
+    counts = Counter(text)
+    # the best loss a model that ignores context can reach: the entropy of single characters
+    unigram_entropy = -sum(c / len(text) * math.log(c / len(text)) for c in counts.values())
+    with open(folder / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    first, last = float(rows[0]["val_loss"]), float(rows[-1]["val_loss"])
+    assert abs(first - math.log(len(counts))) < 0.1  # an untrained model guesses uniformly
+    assert last < unigram_entropy - 0.2  # a trained one uses the characters before
+
+
+def test_sample_uses_the_checkpoint_without_repeating_model_sizes(trained):
+    folder, _ = trained
+    result = run_script("gpt.py", ["--sample", "--num_samples=1", "--max_new_tokens=30"], folder)
+    assert result.returncode == 0, result.stderr
+    assert "--- sample 1 of 1 ---" in result.stdout
+
+
+def test_same_seed_gives_the_same_sample_and_a_new_seed_another(trained):
+    folder, _ = trained
+    args = ["--sample", "--num_samples=1", "--max_new_tokens=60", "--prompt=KING"]
+    first, again, other = (sample_text(run_script("gpt.py", [*args, f"--seed={s}"], folder)) for s in (1, 1, 2))
+    assert first == again
+    assert first != other
+    assert first.startswith("KING")
+
+
+def test_saved_checkpoint_reproduces_the_models_logits_exactly(trained):
+    import gpt
+
+    folder, _ = trained
+    checkpoint = gpt.load_checkpoint(str(folder / "trained_model.pth"), "cpu")
+    model = gpt.GPT(gpt.GPTConfig(**checkpoint["config"])).eval()
+    model.load_state_dict(checkpoint["model"])
+    path = str(folder / "copy.pth")
+    gpt.save_checkpoint(path, {"model": model.state_dict(), "config": checkpoint["config"]})
+    reloaded = gpt.GPT(gpt.GPTConfig(**checkpoint["config"])).eval()
+    reloaded.load_state_dict(gpt.load_checkpoint(path, "cpu")["model"])
+    idx = torch.randint(model.config.vocab_size, (2, 32))
+    assert torch.equal(model(idx)[0], reloaded(idx)[0])
+
+
+def test_training_with_gpt2_tokenizer(shakespeare):
+    gpt2_tokenizer_or_skip()
+    args = [*TINY, "--tokenizer=gpt2", "--max_iters=4", "--eval_interval=2", "--max_new_tokens=10"]
+    result = run_script("gpt.py", args, shakespeare)
+    assert result.returncode == 0, result.stderr
+    assert "50,257-token gpt2 vocabulary" in result.stdout
+    assert run_script("gpt.py", ["--sample", "--max_new_tokens=10"], shakespeare).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n_layers=4"], "unknown setting '--n_layers=4': did you mean --n_layer?"),
+        (["--n_layer=four"], "--n_layer takes a int value, not 'four'"),
+        (["--learning_rate=fast"], "--learning_rate takes a float value"),
+        (["--compile=maybe"], "--compile takes true or false"),
+        (["n_layer=4"], "unknown setting 'n_layer=4'"),
+        (["--tokenizer=bpe"], "--tokenizer must be 'char' or 'gpt2'"),
+        (["--n_embd=30", "--n_head=4"], "n_embd (30) must be divisible by n_head (4)"),
+        (["--input_file=missing.txt"], "cannot read 'missing.txt'"),
+        (["--block_size=20000"], "too short for block_size=20000"),
+        (["--sample"], "no checkpoint at 'trained_model.pth': train one first with `python gpt.py`"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_no_traceback(shakespeare, args, message):
+    result = run_script("gpt.py", [*TINY, *args], shakespeare)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (shakespeare / "trained_model.pth").exists()
+    assert not (shakespeare / "train_log.csv").exists()
+
+
+def test_text_that_is_not_utf8_is_refused_with_its_line(tmp_path):
+    (tmp_path / "input.txt").write_bytes(b"plain line\nsecond line\n\xff\xfe broken\n")
+    result = run_script("gpt.py", TINY, tmp_path)
+    assert result.returncode != 0
+    assert "'input.txt' is not UTF-8 text (byte 23, line 3)" in result.stderr

@@ -1,0 +1,86 @@
+"""The model's hand-written parts, checked against PyTorch and against the numbers GPT-2 has."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from gpt import GPT, GPTConfig, attention_by_hand
+
+
+def tiny_config(**changes) -> GPTConfig:
+    return GPTConfig(**{"vocab_size": 65, "block_size": 16, "n_layer": 2, "n_head": 4, "n_embd": 32, **changes})
+
+
+def test_attention_by_hand_equals_pytorch_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 10, 8) for _ in range(3))  # (B, n_head, T, head_size)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(attention_by_hand(q, k, v), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_changing_a_future_token_never_changes_earlier_logits():
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    idx = torch.randint(65, (1, 16))
+    changed = idx.clone()
+    changed[0, 10] = (idx[0, 10] + 1) % 65
+    logits, _ = model(idx)
+    logits_changed, _ = model(changed)
+    assert torch.equal(logits[:, :10], logits_changed[:, :10])  # positions before 10 cannot see it
+    assert not torch.allclose(logits[:, 10:], logits_changed[:, 10:])  # positions from 10 on do
+
+
+def test_initial_loss_is_about_ln_vocab_size():
+    # small random weights give near-uniform predictions, and a uniform guess costs ln(vocab_size)
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    idx = torch.randint(65, (8, 16))
+    _, loss = model(idx, torch.randint(65, (8, 16)))
+    assert abs(loss.item() - math.log(65)) < 0.1
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    x, y = torch.randint(65, (4, 16)), torch.randint(65, (4, 16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05  # it has memorised 64 random next-tokens
+
+
+def test_gpt2_small_config_has_gpt2s_124m_parameters():
+    # 124,439,808 is the parameter count of OpenAI's GPT-2 small (Hugging Face 'gpt2'), with the
+    # output head tied to the token embedding
+    with torch.device("meta"):  # shapes only, no memory
+        model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))
+    assert model.num_params() == 124_439_808
+
+
+def test_output_head_is_tied_to_token_embedding():
+    model = GPT(tiny_config())
+    assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()
+
+
+def test_temperature_zero_always_picks_the_likeliest_token():
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    idx = torch.randint(65, (1, 5))
+    out = model.generate(idx, max_new_tokens=20, temperature=0)
+    for t in range(5, 25):  # each new token is the argmax of the model's prediction from its prefix
+        logits, _ = model(out[:, max(0, t - 16) : t])
+        assert out[0, t] == logits[0, -1].argmax()
+
+
+def test_top_k_never_samples_outside_the_k_likeliest():
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    idx = torch.zeros(64, 1, dtype=torch.long)
+    logits, _ = model(idx[:1])
+    allowed = set(torch.topk(logits[0, -1], 3).indices.tolist())
+    out = model.generate(idx, max_new_tokens=1, temperature=1.0, top_k=3)
+    assert set(out[:, 1].tolist()) <= allowed
