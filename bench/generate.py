@@ -1,0 +1,62 @@
+"""Generation speed with and without the KV cache, side by side in one run.
+
+    python bench/generate.py                 # the baby GPT (6 layers, 384 wide, context 256), 1,000 tokens
+    python bench/generate.py --new_tokens=300 --repeats=1
+
+The weights are random: speed does not depend on what the model has learned. Each configuration
+is timed `repeats` times, alternating, and the median is reported, in fp32 and in the precision
+gpt.py picks on this machine (bf16 autocast where the CPU multiplies bf16 faster).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gpt import GPT, GPTConfig, pick_dtype  # noqa: E402
+
+
+def tokens_per_second(model: GPT, new_tokens: int, use_cache: bool, autocast) -> float:
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    with autocast:
+        out = model.generate(prompt, new_tokens, use_cache=use_cache, temperature=1.0, generator=generator)
+    assert out.size(1) == new_tokens + 1
+    return new_tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new_tokens", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    model = GPT(config).eval()
+    auto_dtype, why = pick_dtype("cpu", "auto")
+    print(f"baby GPT: {model.num_params():,} parameters, context {config.block_size}; gpt.py's choice: {why}")
+    print(f"{args.new_tokens} new tokens from a 1-token prompt, batch 1, {torch.get_num_threads()} threads")
+    print("| precision | KV cache | tokens/s (median) | runs | speed-up |")
+    print("| --- | --- | ---: | --- | ---: |")
+    for dtype in dict.fromkeys([torch.float32, auto_dtype]):  # fp32, and gpt.py's pick if it differs
+        autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+        results = {False: [], True: []}
+        for _ in range(args.repeats):  # alternate, so a slow spell of the machine hits both
+            for use_cache in results:
+                results[use_cache].append(tokens_per_second(model, args.new_tokens, use_cache, autocast))
+        without = statistics.median(results[False])
+        for use_cache, runs in results.items():
+            median = statistics.median(runs)
+            cells = [str(dtype).removeprefix("torch."), "on" if use_cache else "off", f"{median:,.0f}",
+                     ", ".join(f"{r:,.0f}" for r in runs), f"{median / without:.1f}x"]  # fmt: skip
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
