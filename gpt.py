@@ -16,6 +16,8 @@ import dataclasses
 import difflib
 import math
 import os
+import pickle
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -436,22 +438,6 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def bf16_speedup_on_cpu() -> float:
-    """How many times faster this CPU multiplies bf16 matrices than fp32 ones (measured in ~20 ms)."""
-
-    def best_seconds(dtype: torch.dtype) -> float:
-        a = torch.randn(512, 512, dtype=dtype)
-        a @ a, a @ a  # warm-up: the first calls pick and prepare the kernel
-        timings = []
-        for _ in range(5):
-            start = time.perf_counter()
-            a @ a
-            timings.append(time.perf_counter() - start)
-        return min(timings)  # the fastest run is the one least disturbed by anything else on the machine
-
-    return best_seconds(torch.float32) / best_seconds(torch.bfloat16)
-
-
 def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
     """The precision matmuls run in under autocast, and the reason it was chosen."""
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -464,10 +450,12 @@ def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
             return torch.bfloat16, "this GPU supports bf16"
         return torch.float16, "this GPU has no bf16, so fp16 with a gradient scaler"
     if device == "cpu":
-        speedup = bf16_speedup_on_cpu()
-        if speedup > 1.5:
-            return torch.bfloat16, f"this CPU multiplies bf16 matrices {speedup:.1f}x faster than fp32"
-        return torch.float32, f"bf16 matmul is not faster on this CPU ({speedup:.1f}x)"
+        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
+        # elsewhere bf16 is emulated and slower, so fp32 stays. (Asking the CPU, not timing it, keeps
+        # the choice, and so the run, the same however busy the machine is.)
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return torch.bfloat16, "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)"
+        return torch.float32, "this CPU has no native bf16 matmul"
     return torch.float32, f"the safe choice on {device}"
 
 
@@ -520,10 +508,13 @@ def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, au
 
 
 def save_checkpoint(path: str, checkpoint: dict) -> None:
-    # write a temporary file, then rename it over the old one: the rename is atomic, so a crash
-    # mid-save leaves the previous checkpoint intact instead of half a file
+    # Write a temporary file, force it to disk, then rename it over the old one. The rename is
+    # atomic, so a crash or a kill at any moment leaves either the old file or the new one, never half.
     tmp = path + ".tmp"
-    torch.save(checkpoint, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -531,11 +522,20 @@ def load_checkpoint(path: str, device: str) -> dict:
     if not os.path.exists(path):
         fail(f"no checkpoint at {path!r}: train one first with `python gpt.py`")
     try:
-        # weights_only: refuse anything but tensors and plain data, so a file can never run code
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        fail(f"{path!r} is not a checkpoint gpt.py can load safely ({reason})")
+        # weights_only: accept tensors and plain data only, so loading a file can never run its code
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        fail(f"refused to load {path!r}: it holds Python objects that could run code; use only checkpoints you trust")
+    except Exception:
+        fail(f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again or use another")
+    if not isinstance(checkpoint, dict) or not {"model", "config", "tokenizer"} <= checkpoint.keys():
+        fail(f"{path!r} is a PyTorch file but not a gpt.py checkpoint (no model config or tokenizer in it)")
+    return checkpoint
+
+
+def resume_path(out_file: str) -> str:
+    """The latest training state lives beside the best model: trained_model.pth -> trained_model.resume.pth."""
+    return os.path.splitext(out_file)[0] + ".resume.pth"
 
 
 def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
@@ -543,26 +543,28 @@ def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
     return make_tokenizer(info["kind"], chars=info.get("chars", ""))
 
 
-def open_log(path: str, append: bool) -> tuple:
-    """train_log.csv: one row per evaluation, for plotting and for scripts."""
-    file = open(path, "a" if append else "w", newline="")
-    log = csv.writer(file)
-    if not append:
-        log.writerow(["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+def open_log(path: str, resume_step: int | None) -> tuple:
+    """train_log.csv: one row per evaluation. A resumed run keeps the rows from before resume_step."""
+    rows = []
+    if resume_step is not None and os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) < resume_step]
+    file = open(path, "w", newline="")
+    log = csv.DictWriter(file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+    log.writeheader()
+    log.writerows(rows)
     return file, log
 
 
-def train(hp: Hyperparameters, device: str, dtype: torch.dtype, autocast) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+def train(
+    hp: Hyperparameters, device: str, dtype: torch.dtype, autocast, state: dict | None
+) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+    """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the best model."""
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     batch_generator = torch.Generator().manual_seed(hp.seed)  # the training batches, on their own
     text = read_text(hp.input_file)
-    checkpoint = load_checkpoint(hp.out_file, device) if hp.resume else None
-    if checkpoint:  # the model's shape and vocabulary come from the checkpoint, not the settings
-        tokenizer, config = tokenizer_from(checkpoint), GPTConfig(**checkpoint["config"])
-        hp = dataclasses.replace(hp, block_size=config.block_size)
-    else:
-        tokenizer = make_tokenizer(hp.tokenizer, text)
-        config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
+    tokenizer = tokenizer_from(state) if state else make_tokenizer(hp.tokenizer, text)
+    config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
     train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     print(
@@ -570,17 +572,16 @@ def train(hp: Hyperparameters, device: str, dtype: torch.dtype, autocast) -> tup
         f"{tokenizer.to_dict()['kind']} vocabulary: {len(train_data):,} to train on, {len(val_data):,} to validate;"
         f" an epoch is {len(train_data) / tokens_per_step:,.1f} steps of {tokens_per_step:,} tokens"
     )
-
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, hp, device)
-    start_step, best_val_loss = 0, float("inf")
-    if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        start_step, best_val_loss = checkpoint["step"], checkpoint["best_val_loss"]
-        torch.set_rng_state(checkpoint["torch_rng"])
-        batch_generator.set_state(checkpoint["batch_rng"])
-        print(f"resuming from {hp.out_file} at step {start_step} (val loss {best_val_loss:.4f})")
+    start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
+    if state:  # pick up exactly where the saved run stopped, random number generators included
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, best_val_loss, elapsed_before = state["step"], state["best_val_loss"], state["elapsed_s"]
+        torch.set_rng_state(state["torch_rng"])
+        batch_generator.set_state(state["batch_rng"])
+        print(f"resuming at step {start_step} (best val loss so far {best_val_loss:.4f})")
     print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
@@ -588,31 +589,55 @@ def train(hp: Hyperparameters, device: str, dtype: torch.dtype, autocast) -> tup
     # the compiled model runs the training step; evaluation, sampling and saving use the plain one
     train_model = torch.compile(model) if hp.compile else model
     log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
-    log_file, log = open_log(log_path, append=hp.resume and os.path.exists(log_path))
+    log_file, log = open_log(log_path, start_step if state else None)
 
+    def save_state(step: int) -> None:
+        """Everything --resume needs to continue as if the run had never stopped."""
+        save_checkpoint(resume_path(hp.out_file), {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
+            "torch_rng": torch.get_rng_state(), "batch_rng": batch_generator.get_state(),
+            "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
+            "hyperparameters": dataclasses.asdict(hp),
+        })  # fmt: skip
+
+    interrupted = []
+
+    def on_ctrl_c(signum: int, frame) -> None:
+        # finish the current step, so the saved state is whole; a second Ctrl-C stops at once
+        interrupted.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
     start_time = time.time()
     progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0)
     for step in range(start_step, hp.max_iters + 1):
+        if interrupted:
+            save_state(step)
+            progress.close()
+            where = "" if hp.out_file == "trained_model.pth" else f" --out_file={hp.out_file}"
+            print(f"interrupted at step {step}; saved {resume_path(hp.out_file)}")
+            print(f"to continue: python gpt.py --resume{where}")
+            raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         if step % hp.eval_interval == 0 or step == hp.max_iters:
+            save_state(step)  # before evaluating: a run resumed from here evaluates step again
             losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
             tokens = step * tokens_per_step
-            log.writerow([step, tokens, f"{tokens / len(train_data):.3f}", f"{time.time() - start_time:.1f}",
-                          f"{losses['train']:.4f}", f"{losses['val']:.4f}", f"{lr:.3e}"])  # fmt: skip
+            elapsed = elapsed_before + time.time() - start_time
+            log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / len(train_data):.3f}",
+                          "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
+                          "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
             log_file.flush()
             tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if not math.isfinite(losses["train"]):
-                fail(f"the loss became {losses['train']}: try a lower --learning_rate (kept {hp.out_file})")
-            if losses["val"] < best_val_loss:
+            if losses["val"] < best_val_loss:  # the model worth keeping: lean, no optimizer state
                 best_val_loss = losses["val"]
                 save_checkpoint(hp.out_file, {
-                    "model": model.state_dict(), "config": dataclasses.asdict(config),
-                    "tokenizer": tokenizer.to_dict(), "hyperparameters": dataclasses.asdict(hp),
-                    "optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val_loss,
-                    "torch_rng": torch.get_rng_state(), "batch_rng": batch_generator.get_state(),
+                    "model": model.state_dict(), "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
+                    "step": step, "best_val_loss": best_val_loss, "hyperparameters": dataclasses.asdict(hp),
                 })  # fmt: skip
         if step == hp.max_iters:
             break  # the last step only evaluates, so the run always ends on a measured checkpoint
@@ -631,9 +656,15 @@ def train(hp: Hyperparameters, device: str, dtype: torch.dtype, autocast) -> tup
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         loss = loss.item()  # waits for the step to finish (GPUs run asynchronously) before reading the clock
+        if not math.isfinite(loss):
+            fail(
+                f"the loss became {loss} at step {step + 1}: the run diverged; try a lower --learning_rate. "
+                f"{hp.out_file} still holds the best model so far"
+            )
         tokens_per_sec = tokens_per_step / (time.time() - t0)
         progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False)
         progress.update()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     log_file.close()
     print(f"done in {time.time() - start_time:.0f} s; best val loss {best_val_loss:.4f}, saved to {hp.out_file}")
@@ -739,11 +770,30 @@ def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokeni
 # -----------------------------------------------------------------------------
 
 
+def resumed_settings(saved: dict, overrides: dict) -> dict:
+    """A resumed run keeps its saved settings; the command line may change anything but the model's shape."""
+    for name in ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias"):
+        if name in overrides and overrides[name] != saved[name]:
+            fail(
+                f"cannot resume with --{name}={overrides[name]}: the saved model has {name}={saved[name]}; "
+                "drop that flag, or start a new run without --resume"
+            )
+    known = {f.name for f in dataclasses.fields(Hyperparameters)}
+    return {**{k: v for k, v in saved.items() if k in known}, **overrides}
+
+
 def main(argv: list[str]) -> None:
     overrides = parse_overrides(argv)
     device = pick_device(overrides.get("device", "auto"))
-    defaults = CUDA_DEFAULTS if device.startswith("cuda") else {}
-    hp = Hyperparameters(**{**defaults, **overrides, "device": device})
+    settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
+    state = None
+    if overrides.get("resume"):
+        path = resume_path(Hyperparameters(**settings).out_file)
+        if not os.path.exists(path):
+            fail(f"nothing to resume: no {path!r} here (a run saves it at every evaluation and on Ctrl-C)")
+        state = load_checkpoint(path, device)
+        settings = resumed_settings(state["hyperparameters"], overrides)
+    hp = Hyperparameters(**{**settings, "device": device})
     dtype, why = pick_dtype(device, hp.dtype)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
     # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's
@@ -755,7 +805,7 @@ def main(argv: list[str]) -> None:
     if hp.sample:
         model, tokenizer = load_for_sampling(hp, device)
     else:
-        model, tokenizer = train(hp, device, dtype, autocast)
+        model, tokenizer = train(hp, device, dtype, autocast, state)
     print_samples(model, tokenizer, hp, autocast)
 
 
@@ -764,3 +814,5 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except UserError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C outside training (loading, sampling): stop quietly

@@ -77,7 +77,7 @@ def test_saved_checkpoint_reproduces_the_models_logits_exactly(trained):
     model = gpt.GPT(gpt.GPTConfig(**checkpoint["config"])).eval()
     model.load_state_dict(checkpoint["model"])
     path = str(folder / "copy.pth")
-    gpt.save_checkpoint(path, {"model": model.state_dict(), "config": checkpoint["config"]})
+    gpt.save_checkpoint(path, {**checkpoint, "model": model.state_dict()})
     reloaded = gpt.GPT(gpt.GPTConfig(**checkpoint["config"])).eval()
     reloaded.load_state_dict(gpt.load_checkpoint(path, "cpu")["model"])
     idx = torch.randint(model.config.vocab_size, (2, 32))

@@ -1,0 +1,195 @@
+"""Never lose a run, never run a stranger's code: resume, interrupts, kills, unsafe files, bad input."""
+
+import csv
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, run_script
+from gpt import GPT, GPTConfig, load_checkpoint
+
+
+def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
+    """gpt.py in the background, its output unbuffered so the test can follow it line by line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "gpt.py"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_log(folder: Path) -> list[dict]:
+    with open(folder / "train_log.csv") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
+
+
+def final_weights(folder: Path) -> dict:
+    return load_checkpoint(str(folder / "trained_model.resume.pth"), "cpu")["model"]
+
+
+RUN = [*TINY, "--max_iters=300", "--eval_interval=100", "--dropout=0.1", "--max_new_tokens=5"]
+
+
+def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(tmp_path):
+    text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
+    one_go, interrupted = tmp_path / "one_go", tmp_path / "interrupted"
+    for folder in (one_go, interrupted):
+        folder.mkdir()
+        (folder / "input.txt").write_text(text, encoding="utf-8")
+    assert run_script("gpt.py", RUN, one_go).returncode == 0
+
+    process = start_gpt(RUN, interrupted)
+    for line in process.stdout:  # wait until training has begun, then press Ctrl-C
+        if line.startswith("step 0:"):
+            break
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "to continue: python gpt.py --resume" in out
+    stopped_at = int(out.split("interrupted at step ")[1].split(";")[0])
+    assert 0 < stopped_at < 300  # it really stopped mid-run
+
+    resumed = run_script("gpt.py", ["--resume"], interrupted)  # no need to repeat the settings
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {stopped_at}" in resumed.stdout
+    expected, got = final_weights(one_go), final_weights(interrupted)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert read_log(interrupted) == read_log(one_go)  # the same evaluations, none repeated or missing
+
+
+def test_same_seed_gives_the_same_loss_curve(shakespeare, tmp_path):
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "input.txt").write_bytes((shakespeare / "input.txt").read_bytes())
+    args = [*TINY, "--max_iters=40", "--eval_interval=20", "--dropout=0.1", "--max_new_tokens=1"]
+    for folder in (shakespeare, again):
+        assert run_script("gpt.py", args, folder).returncode == 0
+    assert read_log(shakespeare) == read_log(again)
+
+
+def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(shakespeare):
+    # a checkpoint after every step, bigger than the page cache writes in one go
+    args = [*TINY, "--n_embd=128", "--max_iters=100000", "--eval_interval=1", "--eval_iters=1"]
+    rng = random.Random(0)
+    for attempt in range(5):
+        process = start_gpt(args + (["--resume"] if attempt else []), shakespeare)
+        time.sleep(rng.uniform(2.5, 4.5))  # start-up takes about 2 s, then it saves constantly
+        process.kill()
+        process.wait()
+        for name in ("trained_model.pth", "trained_model.resume.pth"):
+            if (shakespeare / name).exists():
+                checkpoint = load_checkpoint(str(shakespeare / name), "cpu")  # raises if damaged
+                GPT(GPTConfig(**checkpoint["config"])).load_state_dict(checkpoint["model"])
+    assert (shakespeare / "trained_model.resume.pth").exists()
+    finish = run_script("gpt.py", ["--resume", "--max_iters=1", "--max_new_tokens=1"], shakespeare)
+    assert "cannot" not in finish.stderr and "damaged" not in finish.stderr
+
+
+class CodeThatRunsOnLoad:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_run")
+    (folder / "input.txt").write_text((REPO / "input.txt").read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+    result = run_script("gpt.py", [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"], folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture
+def trained_folder(tiny_run, tmp_path) -> Path:
+    """A folder where a tiny run has left its checkpoint, resume state and log (a fresh copy per test)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+def test_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(trained_folder):
+    marker = trained_folder / "pwned"
+    torch.save({"model": CodeThatRunsOnLoad(str(marker))}, trained_folder / "evil.pth")
+    result = run_script("gpt.py", ["--sample", "--out_file=evil.pth"], trained_folder)
+    assert result.returncode != 0
+    assert "refused to load 'evil.pth': it holds Python objects that could run code" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda good: good[: len(good) // 2], "is damaged or not a PyTorch checkpoint"),  # truncated
+        (lambda good: b"just some text, not a checkpoint\n", "is damaged or not a PyTorch checkpoint"),
+        (lambda good: None, "is a PyTorch file but not a gpt.py checkpoint"),  # a bare tensor
+    ],
+)
+def test_damaged_or_foreign_checkpoint_gets_one_line(trained_folder, content, message):
+    good = (trained_folder / "trained_model.pth").read_bytes()
+    if content(good) is None:
+        torch.save(torch.zeros(3), trained_folder / "other.pth")
+    else:
+        (trained_folder / "other.pth").write_bytes(content(good))
+    result = run_script("gpt.py", ["--sample", "--out_file=other.pth"], trained_folder)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["--input_file=nothing.txt"], "cannot read 'nothing.txt' (No such file or directory)"),
+        ("empty.txt", ["--input_file=empty.txt"], "'empty.txt' is empty"),
+        ("short.txt", ["--input_file=short.txt"], "too short for block_size=32"),
+        (None, ["--n_embd=31"], "n_embd (31) must be divisible by n_head (2)"),
+        (None, ["--max_iter=5"], "did you mean --max_iters?"),
+        (None, ["--dropout=lots"], "--dropout takes a float value, not 'lots'"),
+        (
+            None,
+            ["--resume", "--tokenizer=gpt2"],
+            "cannot resume with --tokenizer=gpt2: the saved model has tokenizer=char",
+        ),
+        (None, ["--resume", "--n_layer=3"], "cannot resume with --n_layer=3"),
+        ("greek.txt", ["--resume", "--input_file=greek.txt"], "vocabulary lacks: 'αβγ'"),
+        (None, ["--resume", "--out_file=other.pth"], "nothing to resume: no 'other.resume.pth' here"),
+        (None, ["--sample", "--out_file=other.pth"], "no checkpoint at 'other.pth': train one first"),
+    ],
+)
+def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
+    files = {"empty.txt": "", "short.txt": "To be, or not to be.\n" * 2, "greek.txt": "αβγ " * 2000}
+    if setup:
+        (trained_folder / setup).write_text(files[setup], encoding="utf-8")
+    before = snapshot(trained_folder)
+    result = run_script("gpt.py", [*TINY, *args], trained_folder)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no traceback
+    assert snapshot(trained_folder) == before
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shakespeare):
+    result = run_script("gpt.py", [*TINY, "--learning_rate=1e6", "--warmup_iters=1", "--max_iters=50"], shakespeare)
+    assert result.returncode != 0
+    assert "the loss became nan" in result.stderr and "lower --learning_rate" in result.stderr
+    checkpoint = load_checkpoint(str(shakespeare / "trained_model.pth"), "cpu")
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
