@@ -80,7 +80,8 @@ def main(argv: list[str]) -> None:
             break
         for group in optimizer.param_groups:  # decay linearly to 0, to settle into the minimum
             group["lr"] = s.learning_rate * (1 - step / s.max_iters)
-        x, y = get_batch(train_data, s.batch_size, s.block_size, "cpu", generator)
+        starts = torch.randint(len(train_data) - s.block_size, (s.batch_size,), generator=generator)
+        x, y = get_batch(train_data, starts, s.block_size, "cpu")
         loss = F.cross_entropy(model(x).view(-1, tokenizer.vocab_size), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

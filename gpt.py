@@ -51,6 +51,8 @@ class Hyperparameters:
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
     # training
     batch_size: int = 32  # sequences per micro-step (8-64)
+    batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
+    stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
     grad_accum_steps: int = 1  # micro-steps summed into one optimizer step (1-8)
     max_iters: int = 1000  # optimizer steps in the whole run (1000 takes about 4.5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
@@ -62,6 +64,9 @@ class Hyperparameters:
     grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
     eval_interval: int = 200  # evaluate train and val loss every this many steps
     eval_iters: int = 20  # batches averaged per loss estimate (more = less noisy, slower)
+    target_loss: float = 0.0  # stop as soon as the val loss is at or below this (0 = run all max_iters)
+    sample_interval: int = 200  # print a short sample every this many steps, to watch it learn (0 = never)
+    sample_tokens: int = 100  # length of those samples
     seed: int = 1337  # same seed, same run
     # hardware
     device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one
@@ -217,13 +222,49 @@ def split_tokens(ids: list[int], block_size: int) -> tuple[np.ndarray, np.ndarra
 
 
 def get_batch(
-    data: np.ndarray, batch_size: int, block_size: int, device: str, generator: torch.Generator
+    data: np.ndarray, starts: torch.Tensor, block_size: int, device: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of block_size + 1 tokens: x is each window's start, y the same shifted by one."""
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    """The windows of block_size + 1 tokens beginning at starts: x is each window but its last token,
+    y each window but its first, so y[b, t] is the token that follows x[b, :t+1]."""
     windows = torch.stack([torch.from_numpy(data[i : i + block_size + 1].astype(np.int64)) for i in starts])
-    x, y = windows[:, :-1], windows[:, 1:]  # (B, T) each: y[b, t] is the token that follows x[b, :t+1]
-    return x.to(device), y.to(device)
+    return windows[:, :-1].to(device), windows[:, 1:].to(device)  # (B, T) each
+
+
+class BatchSampler:
+    """Where each training window starts, drawn from its own random generator so that evaluating or
+    sampling never changes which batches training sees.
+
+    'random': anywhere, independently each time (the classic way: simple, and over a long run it
+    sees everything). 'sliding': every stride-th position plus one window flush with the end, so
+    an epoch covers every token, visited in a new shuffled order each epoch.
+    """
+
+    def __init__(self, n_tokens: int, hp: Hyperparameters):
+        self.batch_size, self.random = hp.batch_size, hp.batching == "random"
+        if hp.batching not in ("random", "sliding"):
+            fail(f"--batching must be 'random' or 'sliding', not {hp.batching!r}")
+        if not 0 <= hp.stride <= hp.block_size:  # a longer stride would skip text between windows
+            fail(f"--stride must be from 1 to block_size ({hp.block_size}), or 0 for block_size; not {hp.stride}")
+        self.last = n_tokens - hp.block_size - 1  # the last position a whole window can start at
+        self.windows = torch.cat([torch.arange(0, self.last, hp.stride or hp.block_size), torch.tensor([self.last])])
+        self.queue = torch.empty(0, dtype=torch.long)  # starts still to visit in this epoch
+        self.generator = torch.Generator().manual_seed(hp.seed)
+
+    def next_starts(self) -> torch.Tensor:
+        if self.random:
+            return torch.randint(self.last + 1, (self.batch_size,), generator=self.generator)
+        while len(self.queue) < self.batch_size:  # a new epoch: every window once, in a new order
+            order = torch.randperm(len(self.windows), generator=self.generator)
+            self.queue = torch.cat([self.queue, self.windows[order]])
+        starts, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+        return starts
+
+    def state_dict(self) -> dict:
+        return {"rng": self.generator.get_state(), "queue": self.queue}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["rng"])
+        self.queue = state["queue"]
 
 
 # -----------------------------------------------------------------------------
@@ -498,7 +539,8 @@ def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, au
         generator = torch.Generator().manual_seed(hp.seed + 1)
         total = 0.0
         for _ in range(hp.eval_iters):
-            x, y = get_batch(data, hp.batch_size, hp.block_size, device, generator)
+            starts = torch.randint(len(data) - hp.block_size, (hp.batch_size,), generator=generator)
+            x, y = get_batch(data, starts, hp.block_size, device)
             with autocast:
                 _, loss = model(x, y)
             total += loss.item()
@@ -556,22 +598,43 @@ def open_log(path: str, resume_step: int | None) -> tuple:
     return file, log
 
 
+def print_sample_while_training(
+    model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast
+) -> None:
+    """A short sample from the same prompt and seed each time, to watch gibberish turn into text.
+
+    Sampling uses its own random generator and no dropout, so training goes on exactly as it
+    would without it: the loss curve is identical either way.
+    """
+    with autocast:
+        text = "".join(pieces[0] for pieces in generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed))
+    tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
+    model.train()  # generate_text switched to eval mode
+
+
 def train(
     hp: Hyperparameters, device: str, dtype: torch.dtype, autocast, state: dict | None
 ) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the best model."""
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
-    batch_generator = torch.Generator().manual_seed(hp.seed)  # the training batches, on their own
     text = read_text(hp.input_file)
     tokenizer = tokenizer_from(state) if state else make_tokenizer(hp.tokenizer, text)
     config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
     train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
+    sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
+    n_tokens, batch_tokens = len(train_data) + len(val_data), hp.batch_size * hp.block_size
     print(
-        f"data: {len(train_data) + len(val_data):,} tokens of {hp.input_file} in a {tokenizer.vocab_size:,}-token "
-        f"{tokenizer.to_dict()['kind']} vocabulary: {len(train_data):,} to train on, {len(val_data):,} to validate;"
-        f" an epoch is {len(train_data) / tokens_per_step:,.1f} steps of {tokens_per_step:,} tokens"
+        f"data: {n_tokens:,} tokens of {hp.input_file} ({tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']} "
+        f"vocabulary) = {n_tokens // batch_tokens:,} batches of {hp.batch_size} x {hp.block_size}; training on the "
+        f"first {len(train_data):,}, validating on the last {len(val_data):,}"
     )
+    if sampler.random:
+        print(f"one epoch (as many tokens as the training split) = {len(train_data) / tokens_per_step:,.1f} steps")
+    else:
+        epoch_steps = len(sampler.windows) / (hp.batch_size * hp.grad_accum_steps)
+        stride = hp.stride or hp.block_size
+        print(f"one epoch = {len(sampler.windows):,} sliding windows, {stride} apart = {epoch_steps:,.1f} steps")
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, hp, device)
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
@@ -580,7 +643,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start_step, best_val_loss, elapsed_before = state["step"], state["best_val_loss"], state["elapsed_s"]
         torch.set_rng_state(state["torch_rng"])
-        batch_generator.set_state(state["batch_rng"])
+        sampler.load_state_dict(state["sampler"])
         print(f"resuming at step {start_step} (best val loss so far {best_val_loss:.4f})")
     print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
@@ -596,7 +659,7 @@ def train(
         save_checkpoint(resume_path(hp.out_file), {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
-            "torch_rng": torch.get_rng_state(), "batch_rng": batch_generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
             "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
             "hyperparameters": dataclasses.asdict(hp),
         })  # fmt: skip
@@ -639,12 +702,17 @@ def train(
                     "model": model.state_dict(), "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
                     "step": step, "best_val_loss": best_val_loss, "hyperparameters": dataclasses.asdict(hp),
                 })  # fmt: skip
+            if losses["val"] <= hp.target_loss:
+                tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
+                break
+        if hp.sample_interval and step % hp.sample_interval == 0:
+            print_sample_while_training(model, tokenizer, hp, autocast)
         if step == hp.max_iters:
             break  # the last step only evaluates, so the run always ends on a measured checkpoint
 
         t0 = time.time()
         for _ in range(hp.grad_accum_steps):
-            x, y = get_batch(train_data, hp.batch_size, hp.block_size, device, batch_generator)
+            x, y = get_batch(train_data, sampler.next_starts(), hp.block_size, device)
             with autocast:
                 _, loss = train_model(x, y)
             # gradients add up over micro-steps; dividing makes the sum the mean over the whole batch
@@ -662,7 +730,9 @@ def train(
                 f"{hp.out_file} still holds the best model so far"
             )
         tokens_per_sec = tokens_per_step / (time.time() - t0)
-        progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False)
+        epoch = (step + 1) * tokens_per_step / len(train_data)
+        progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=f"{epoch:.2f}", tok_s=f"{tokens_per_sec:,.0f}",
+                             refresh=False)  # fmt: skip
         progress.update()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
@@ -686,10 +756,13 @@ def plot_losses(log_path: str) -> None:
     with open(log_path) as f:
         rows = list(csv.DictReader(f))
     tokens = [int(r["tokens"]) for r in rows]
+    tokens_per_epoch = tokens[-1] / float(rows[-1]["epoch"]) if float(rows[-1]["epoch"]) > 0 else 1.0
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tokens, [float(r["train_loss"]) for r in rows], label="train")
     ax.plot(tokens, [float(r["val_loss"]) for r in rows], label="val")
     ax.set_xlabel("tokens seen")
+    epochs = ax.secondary_xaxis("top", functions=(lambda t: t / tokens_per_epoch, lambda e: e * tokens_per_epoch))
+    epochs.set_xlabel("epochs (passes over the training tokens)")
     ax.set_ylabel("cross-entropy loss")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -163,6 +163,7 @@ def snapshot(folder: Path) -> dict:
         ("short.txt", ["--input_file=short.txt"], "too short for block_size=32"),
         (None, ["--n_embd=31"], "n_embd (31) must be divisible by n_head (2)"),
         (None, ["--max_iter=5"], "did you mean --max_iters?"),
+        (None, ["--batching=sliding", "--stride=50"], "--stride must be from 1 to block_size (32)"),
         (None, ["--dropout=lots"], "--dropout takes a float value, not 'lots'"),
         (
             None,
