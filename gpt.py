@@ -73,6 +73,8 @@ class Hyperparameters:
     dtype: str = "auto"  # 'auto' probes the hardware; or 'float32', 'bfloat16', 'float16'
     compile: bool = False  # torch.compile the training step (on by default on CUDA)
     # checkpoint and sampling
+    init_from: str = ""  # start from OpenAI's GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a directory
+    export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2 directory, then stop
     out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
     resume: bool = False  # --resume: continue training from out_file
     sample: bool = False  # --sample: skip training, load out_file and print samples
@@ -618,6 +620,12 @@ def train(
     """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the best model."""
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     text = read_text(hp.input_file)
+    if hp.init_from and not state:  # fine-tune GPT-2: its weights, shape and tokenizer
+        pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout)
+        c = pretrained.config
+        hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                 block_size=c.block_size, bias=True)  # fmt: skip
+        print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
     tokenizer = tokenizer_from(state) if state else make_tokenizer(hp.tokenizer, text)
     config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
     train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
@@ -635,7 +643,7 @@ def train(
         epoch_steps = len(sampler.windows) / (hp.batch_size * hp.grad_accum_steps)
         stride = hp.stride or hp.block_size
         print(f"one epoch = {len(sampler.windows):,} sliding windows, {stride} apart = {epoch_steps:,.1f} steps")
-    model = GPT(config).to(device)
+    model = (pretrained if hp.init_from and not state else GPT(config)).to(device)
     optimizer = make_optimizer(model, hp, device)
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
     if state:  # pick up exactly where the saved run stopped, random number generators included
@@ -831,13 +839,103 @@ def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hype
 
 
 def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """The model and tokenizer saved in out_file: no need to repeat the model's sizes."""
+    """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
+    if hp.init_from:
+        return from_pretrained(hp.init_from).to(device), make_tokenizer("gpt2")
     checkpoint = load_checkpoint(hp.out_file, device)
     tokenizer = tokenizer_from(checkpoint)
     model = GPT(GPTConfig(**checkpoint["config"])).to(device)
     model.load_state_dict(checkpoint["model"])
     print(f"loaded {hp.out_file}: step {checkpoint['step']}, val loss {checkpoint['best_val_loss']:.4f}")
     return model, tokenizer
+
+
+# -----------------------------------------------------------------------------
+# GPT-2 in and out: OpenAI's weights, through Hugging Face transformers (optional).
+
+# transformers stores these as Conv1D layers, whose weights are (in, out): the transpose of nn.Linear's
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_name(name: str) -> str:
+    """Our parameter name -> Hugging Face's: 'blocks.0.ln_1.bias' -> 'transformer.h.0.ln_1.bias'."""
+    return name if name == "lm_head.weight" else "transformer." + name.replace("blocks.", "h.")
+
+
+def import_transformers():
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()  # keep its warnings out of our one-line messages
+        return transformers
+    except ImportError:
+        fail("this needs Hugging Face transformers: pip install transformers")
+
+
+def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0) -> GPT:
+    """GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a saved directory) as our GPT.
+
+    block_size, if given and smaller than GPT-2's 1024, keeps only the first block_size position
+    embeddings: fine-tuning on a shorter context is much cheaper, and the rest are never used.
+    """
+    transformers = import_transformers()
+    try:
+        hf, loading = transformers.GPT2LMHeadModel.from_pretrained(name_or_dir, output_loading_info=True)
+    except Exception as e:  # no such directory, no network, not a GPT-2 checkpoint, ...
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:150]
+        fail(
+            f"cannot load GPT-2 weights from {name_or_dir!r} ({reason}). Give a directory holding a Hugging Face "
+            "GPT-2 checkpoint (config.json + model.safetensors), or a model name with internet access once"
+        )
+    c = hf.config
+    if c.model_type != "gpt2":
+        fail(f"{name_or_dir!r} holds a {c.model_type!r} model, not GPT-2")
+    can_express = {  # the GPT-2 options gpt.py's model implements
+        "activation_function": c.activation_function in ("gelu_new", "gelu_pytorch_tanh"),  # tanh-approximated GELU
+        "n_inner": c.n_inner in (None, 4 * c.n_embd),  # MLP 4x wide
+        "layer_norm_epsilon": c.layer_norm_epsilon == 1e-5,
+        "scale_attn_weights": c.scale_attn_weights,  # divide scores by sqrt(head_size)
+        "scale_attn_by_inverse_layer_idx": not c.scale_attn_by_inverse_layer_idx,
+        "tie_word_embeddings": c.tie_word_embeddings,
+    }
+    if not all(can_express.values()):
+        options = ", ".join(f"{k}={getattr(c, k)!r}" for k, ok in can_express.items() if not ok)
+        fail(f"{name_or_dir!r} is a GPT-2 variant gpt.py cannot express ({options})")
+    if loading["missing_keys"]:
+        fail(f"{name_or_dir!r} lacks weights GPT-2 needs: {', '.join(loading['missing_keys'][:3])}")
+    config = GPTConfig(c.vocab_size, c.n_positions, c.n_layer, c.n_head, c.n_embd, dropout, bias=True)
+    model = GPT(config)
+    hf_weights = hf.state_dict()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            w = hf_weights[hf_name(name)]
+            p.copy_(w.t() if name.endswith(CONV1D_WEIGHTS) else w)
+        if 0 < block_size < config.block_size:
+            model.wpe.weight = nn.Parameter(model.wpe.weight[:block_size].clone())
+            model.config.block_size = block_size
+    return model
+
+
+def export_hf(checkpoint: dict, directory: str) -> None:
+    """Write a checkpoint as a directory that transformers' GPT2LMHeadModel.from_pretrained loads."""
+    config = GPTConfig(**checkpoint["config"])
+    if not config.bias:
+        fail("cannot export to GPT-2: GPT-2 has biases and this model was trained with --bias=false")
+    transformers = import_transformers()
+    hf_config = transformers.GPT2Config(
+        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=config.vocab_size - 1, eos_token_id=config.vocab_size - 1,  # <|endoftext|> in GPT-2's vocabulary
+    )  # fmt: skip
+    hf = transformers.GPT2LMHeadModel(hf_config)
+    ours = {hf_name(name): (w.t() if name.endswith(CONV1D_WEIGHTS) else w) for name, w in checkpoint["model"].items()}
+    hf.load_state_dict(ours, strict=False)  # strict=False: the tied lm_head is one tensor in our state dict
+    hf.save_pretrained(directory)
+    print(f"exported to {directory}: load it with transformers.GPT2LMHeadModel.from_pretrained({directory!r})")
+    if checkpoint["tokenizer"]["kind"] == "char":
+        print(
+            "(a character-level model: token i is the i-th character of the checkpoint's vocabulary, not a GPT-2 token)"
+        )
 
 
 # -----------------------------------------------------------------------------
@@ -875,6 +973,8 @@ def main(argv: list[str]) -> None:
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32): ~8x faster
         torch.backends.cudnn.allow_tf32 = True
+    if hp.export_hf:
+        return export_hf(load_checkpoint(hp.out_file, "cpu"), hp.export_hf)
     if hp.sample:
         model, tokenizer = load_for_sampling(hp, device)
     else:

@@ -1,0 +1,126 @@
+"""GPT-2 in and out: weights from a Hugging Face GPT-2 give the same logits, and exports load back in transformers.
+
+No network here, so the reference is a small randomly initialised transformers GPT2LMHeadModel with
+GPT-2's real 50,257-token vocabulary, saved with save_pretrained."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, gpt2_tokenizer_or_skip, run_script
+from gpt import GPT, GPTConfig, from_pretrained, load_checkpoint
+
+transformers = pytest.importorskip("transformers") if os.environ.get("CI") != "true" else __import__("transformers")
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+
+
+def small_gpt2(**changes) -> "transformers.GPT2LMHeadModel":
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=4, **changes)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def small_bert() -> "transformers.BertModel":
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    return transformers.BertModel(config)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hf_gpt2")
+    small_gpt2().save_pretrained(folder)
+    return folder
+
+
+def test_weights_from_hugging_face_give_the_same_logits(hf_dir):
+    hf = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    ours = from_pretrained(str(hf_dir)).eval()
+    idx = torch.randint(50257, (2, 64))
+    with torch.no_grad():
+        difference = (ours(idx)[0] - hf(idx).logits).abs().max().item()
+    assert difference < 1e-5
+
+
+def test_greedy_generation_agrees_with_hugging_face_for_50_tokens(hf_dir):
+    hf = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    ours = from_pretrained(str(hf_dir)).eval()
+    prompt = torch.tensor([[464, 2068, 7586, 21831]])  # 'The quick brown fox' in GPT-2 tokens
+    expected = hf.generate(
+        prompt, max_new_tokens=50, do_sample=False, pad_token_id=50256, attention_mask=torch.ones_like(prompt)
+    )
+    assert torch.equal(ours.generate(prompt, 50, temperature=0), expected)
+
+
+def test_fine_tune_then_export_loads_in_transformers_with_the_same_logits(hf_dir, shakespeare):
+    gpt2_tokenizer_or_skip()
+    args = [*TINY, f"--init_from={hf_dir}", "--max_iters=3", "--eval_interval=3", "--max_new_tokens=5"]
+    result = run_script("gpt.py", args, shakespeare)
+    assert result.returncode == 0, result.stderr
+    assert f"starting from {hf_dir}: 2 layers, 32 wide, context 32" in result.stdout  # cropped to --block_size=32
+    exported = shakespeare / "exported"
+    result = run_script("gpt.py", [f"--export_hf={exported}"], shakespeare)
+    assert result.returncode == 0, result.stderr
+
+    checkpoint = load_checkpoint(str(shakespeare / "trained_model.pth"), "cpu")
+    ours = GPT(GPTConfig(**checkpoint["config"])).eval()
+    ours.load_state_dict(checkpoint["model"])
+    hf = transformers.GPT2LMHeadModel.from_pretrained(exported).eval()
+    idx = torch.randint(50257, (2, 32))
+    with torch.no_grad():
+        assert (ours(idx)[0] - hf(idx).logits).abs().max().item() < 1e-5
+    assert not torch.equal(checkpoint["model"]["wte.weight"], from_pretrained(str(hf_dir)).wte.weight)  # it trained
+
+
+def test_sample_straight_from_a_pretrained_model(hf_dir, tmp_path):
+    gpt2_tokenizer_or_skip()
+    result = run_script(
+        "gpt.py", ["--sample", f"--init_from={hf_dir}", "--num_samples=1", "--max_new_tokens=10"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--- sample 1 of 1 ---" in result.stdout
+
+
+def test_exporting_a_model_without_biases_is_refused(shakespeare):
+    assert (
+        run_script("gpt.py", [*TINY, "--bias=false", "--max_iters=1", "--max_new_tokens=1"], shakespeare).returncode
+        == 0
+    )
+    result = run_script("gpt.py", ["--export_hf=out"], shakespeare)
+    assert result.returncode != 0
+    assert "GPT-2 has biases and this model was trained with --bias=false" in result.stderr
+    assert not (shakespeare / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: None, "cannot load GPT-2 weights from"),  # an empty directory
+        (
+            lambda d: small_gpt2(activation_function="relu").save_pretrained(d),
+            "cannot express (activation_function='relu')",
+        ),
+        (lambda d: small_gpt2(n_inner=40).save_pretrained(d), "cannot express (n_inner=40)"),
+        (lambda d: small_bert().save_pretrained(d), "holds a 'bert' model, not GPT-2"),
+    ],
+)
+def test_a_directory_that_is_not_usable_gpt2_gets_one_line(tmp_path, make, message):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    make(folder)
+    result = run_script("gpt.py", ["--sample", f"--init_from={folder}"], tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_name_offline_and_not_cached_gets_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
+    result = run_script("gpt.py", ["--sample", "--init_from=gpt2-medium"], tmp_path)
+    assert result.returncode != 0
+    assert "cannot load GPT-2 weights from 'gpt2-medium'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
