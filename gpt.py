@@ -53,7 +53,7 @@ class Hyperparameters:
     batch_size: int = 32  # sequences per micro-step (8-64)
     batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
-    grad_accum_steps: int = 1  # micro-steps summed into one optimizer step (1-8)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step, over all processes (a multiple of their number)
     max_iters: int = 1000  # optimizer steps in the whole run (1000 takes about 4.5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
@@ -229,7 +229,10 @@ def get_batch(
     """The windows of block_size + 1 tokens beginning at starts: x is each window but its last token,
     y each window but its first, so y[b, t] is the token that follows x[b, :t+1]."""
     windows = torch.stack([torch.from_numpy(data[i : i + block_size + 1].astype(np.int64)) for i in starts])
-    return windows[:, :-1].to(device), windows[:, 1:].to(device)  # (B, T) each
+    x, y = windows[:, :-1], windows[:, 1:]  # (B, T) each
+    if device.startswith("cuda"):  # from page-locked memory the copy runs while the GPU computes
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
 
 
 class BatchSampler:
@@ -615,9 +618,21 @@ def print_sample_while_training(
 
 
 def train(
-    hp: Hyperparameters, device: str, dtype: torch.dtype, autocast, state: dict | None
+    hp: Hyperparameters,
+    device: str,
+    dtype: torch.dtype,
+    autocast,
+    state: dict | None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the best model."""
+    """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the best model.
+
+    Under torchrun, world_size processes each run this same function; rank 0 also logs and saves.
+    """
+    master = rank == 0
+    if hp.grad_accum_steps % world_size:
+        fail(f"--grad_accum_steps={hp.grad_accum_steps} must be a multiple of the {world_size} processes")
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     text = read_text(hp.input_file)
     if hp.init_from and not state:  # fine-tune GPT-2: its weights, shape and tokenizer
@@ -659,18 +674,21 @@ def train(
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
     # the compiled model runs the training step; evaluation, sampling and saving use the plain one
     train_model = torch.compile(model) if hp.compile else model
+    if world_size > 1:  # averages the gradients of all processes during backward()
+        train_model = nn.parallel.DistributedDataParallel(train_model)
     log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
-    log_file, log = open_log(log_path, start_step if state else None)
+    log_file, log = open_log(log_path if master else os.devnull, start_step if state else None)
 
     def save_state(step: int) -> None:
         """Everything --resume needs to continue as if the run had never stopped."""
-        save_checkpoint(resume_path(hp.out_file), {
+        if master:
+            save_checkpoint(resume_path(hp.out_file), {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
             "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
             "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
             "hyperparameters": dataclasses.asdict(hp),
-        })  # fmt: skip
+            })  # fmt: skip
 
     interrupted = []
 
@@ -681,8 +699,12 @@ def train(
 
     signal.signal(signal.SIGINT, on_ctrl_c)
     start_time = time.time()
-    progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0)
+    progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0, disable=not master)
     for step in range(start_step, hp.max_iters + 1):
+        if world_size > 1:  # every process must stop at the same step, or the others would wait forever
+            stop = torch.tensor(float(bool(interrupted)), device=device)
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+            interrupted += [True] if stop.item() else []
         if interrupted:
             save_state(step)
             progress.close()
@@ -704,7 +726,7 @@ def train(
                           "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
             log_file.flush()
             tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if losses["val"] < best_val_loss:  # the model worth keeping: lean, no optimizer state
+            if losses["val"] < best_val_loss and master:  # the model worth keeping: lean, no optimizer state
                 best_val_loss = losses["val"]
                 save_checkpoint(hp.out_file, {
                     "model": model.state_dict(), "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
@@ -713,18 +735,28 @@ def train(
             if losses["val"] <= hp.target_loss:
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break
-        if hp.sample_interval and step % hp.sample_interval == 0:
+        if hp.sample_interval and step % hp.sample_interval == 0 and master:
             print_sample_while_training(model, tokenizer, hp, autocast)
         if step == hp.max_iters:
             break  # the last step only evaluates, so the run always ends on a measured checkpoint
 
         t0 = time.time()
-        for _ in range(hp.grad_accum_steps):
-            x, y = get_batch(train_data, sampler.next_starts(), hp.block_size, device)
-            with autocast:
-                _, loss = train_model(x, y)
-            # gradients add up over micro-steps; dividing makes the sum the mean over the whole batch
-            scaler.scale(loss / hp.grad_accum_steps).backward()
+        my_micro_steps = hp.grad_accum_steps // world_size
+        for micro_step in range(hp.grad_accum_steps):
+            # every process draws every micro-batch and trains on its share: micro-steps rank,
+            # rank + world_size, ... So a step sees the same batches however many processes run
+            starts = sampler.next_starts()
+            if micro_step % world_size != rank:
+                continue
+            x, y = get_batch(train_data, starts, hp.block_size, device)
+            last = micro_step >= hp.grad_accum_steps - world_size
+            # share gradients between processes once per step, after the last micro-step, not after each
+            with train_model.no_sync() if world_size > 1 and not last else nullcontext():
+                with autocast:
+                    _, loss = train_model(x, y)
+                # gradients add up over micro-steps (and DDP averages them over processes): dividing
+                # by this process's micro-steps makes the result the mean over the whole batch
+                scaler.scale(loss / my_micro_steps).backward()
         if hp.grad_clip > 0:
             scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
@@ -745,6 +777,8 @@ def train(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     progress.close()
     log_file.close()
+    if not master:
+        return model, tokenizer
     print(f"done in {time.time() - start_time:.0f} s; best val loss {best_val_loss:.4f}, saved to {hp.out_file}")
     plot_losses(log_path)
     model.load_state_dict(load_checkpoint(hp.out_file, device)["model"])  # sample from the best model
@@ -838,15 +872,23 @@ def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hype
             print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
 
 
+def load_model(path: str, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
+    """A model gpt.py saved, ready to generate: its shape and tokenizer come from the file."""
+    checkpoint = load_checkpoint(path, device)
+    try:
+        model = GPT(GPTConfig(**checkpoint["config"])).to(device)
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, KeyError, RuntimeError) as e:
+        fail(f"{path!r} holds weights that do not fit the model its config describes ({type(e).__name__})")
+    return model, tokenizer_from(checkpoint), checkpoint
+
+
 def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
     if hp.init_from:
         return from_pretrained(hp.init_from).to(device), make_tokenizer("gpt2")
-    checkpoint = load_checkpoint(hp.out_file, device)
-    tokenizer = tokenizer_from(checkpoint)
-    model = GPT(GPTConfig(**checkpoint["config"])).to(device)
-    model.load_state_dict(checkpoint["model"])
-    print(f"loaded {hp.out_file}: step {checkpoint['step']}, val loss {checkpoint['best_val_loss']:.4f}")
+    model, tokenizer, checkpoint = load_model(hp.out_file, device)
+    print(f"loaded {hp.out_file}: step {checkpoint.get('step')}, val loss {checkpoint.get('best_val_loss', 0):.4f}")
     return model, tokenizer
 
 
@@ -953,9 +995,28 @@ def resumed_settings(saved: dict, overrides: dict) -> dict:
     return {**{k: v for k, v in saved.items() if k in known}, **overrides}
 
 
+def setup_distributed(device: str) -> tuple[int, int, str]:
+    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE): join the other processes, take one
+    GPU each, and silence every process but rank 0. Without torchrun: one ordinary process."""
+    if "RANK" not in os.environ:
+        return 0, 1, device
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    backend = "nccl" if device.startswith("cuda") else "gloo"  # NCCL between GPUs, gloo between CPUs
+    try:
+        torch.distributed.init_process_group(backend)
+    except Exception as e:
+        fail(f"torchrun could not connect {world_size} processes with the {backend} backend ({type(e).__name__}: {e})")
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
+    return rank, world_size, device
+
+
 def main(argv: list[str]) -> None:
     overrides = parse_overrides(argv)
-    device = pick_device(overrides.get("device", "auto"))
+    rank, world_size, device = setup_distributed(pick_device(overrides.get("device", "auto")))
     settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
     state = None
     if overrides.get("resume"):
@@ -978,8 +1039,11 @@ def main(argv: list[str]) -> None:
     if hp.sample:
         model, tokenizer = load_for_sampling(hp, device)
     else:
-        model, tokenizer = train(hp, device, dtype, autocast, state)
-    print_samples(model, tokenizer, hp, autocast)
+        model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
+        if world_size > 1:
+            torch.distributed.destroy_process_group()
+    if rank == 0:
+        print_samples(model, tokenizer, hp, autocast)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""app.py, the web page: started as a user starts it, and called as the page calls it (gradio_client)."""
+
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY, run_script
+
+MAX_OUTPUTS, MAX_NEW_TOKENS = 8, 1000  # app.py's limits
+
+
+def require(module: str):
+    """Import an optional dependency from requirements-app.txt: skip without it, but fail in CI, which installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{module} is not installed: pip install -r requirements-app.txt")
+
+
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A char-level model trained for a few seconds on 100,000 characters of Shakespeare, once per test session."""
+    folder = tmp_path_factory.getbasetemp() / "tiny_model"
+    if not (folder / "trained_model.pth").exists():
+        folder.mkdir(exist_ok=True)
+        text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
+        (folder / "input.txt").write_text(text, encoding="utf-8")
+        result = run_script("gpt.py", [*TINY, "--max_iters=100", "--eval_interval=50", "--max_new_tokens=10"], folder)
+        assert result.returncode == 0, result.stderr
+    return folder / "trained_model.pth"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_app(checkpoint: Path, timeout: float = 120) -> Iterator[str]:
+    """Run `python app.py --checkpoint=... --port=...` until the page answers; yield its URL, then stop it."""
+    port = free_port()
+    log_path = checkpoint.parent / f"app-{port}.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), f"--checkpoint={checkpoint}", f"--port={port}"],
+            cwd=checkpoint.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # one thread: a tiny model gains nothing from more, and on a busy 2-core machine torch's
+            # threads wait for each other so much that generating can get 100 times slower
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert server.poll() is None, f"app.py exited early:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"app.py did not answer within {timeout} s:\n{log_path.read_text()}"
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    """A gradio_client connected to app.py serving a tiny model."""
+    require("gradio")
+    gradio_client = require("gradio_client")
+    with serve_app(tiny_checkpoint(tmp_path_factory)) as url:
+        yield gradio_client.Client(url, verbose=False)
+
+
+def generate(client, prompt: str, max_new_tokens=20, num_outputs=2, temperature=0.8, top_k=0, seed=1337) -> tuple:
+    """Click Generate: the status line, and the texts of the output boxes that have one."""
+    status, *boxes = client.predict(prompt, max_new_tokens, num_outputs, temperature, top_k, seed, api_name="/generate")
+    return status, [text for text in boxes if text]
+
+
+def test_a_prompt_gives_the_requested_number_of_texts_each_starting_with_it(client):
+    status, texts = generate(client, "ROMEO:", max_new_tokens=20, num_outputs=3)
+    assert len(texts) == 3
+    assert all(text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 20 for text in texts), texts
+    assert status.startswith("Done")
+
+
+def test_an_unreadable_prompt_shows_a_message_and_the_server_keeps_answering(client):
+    status, texts = generate(client, "日本")
+    assert "日本" in status and "lacks" in status
+    assert texts == []
+    _, texts = generate(client, "KING:")
+    assert len(texts) == 2 and texts[0].startswith("KING:")
+
+
+def test_out_of_range_settings_are_clamped_on_the_server(client):
+    status, texts = generate(client, "A", max_new_tokens=100_000, num_outputs=50, temperature=99, top_k=10**9, seed=-5)
+    assert len(texts) == MAX_OUTPUTS
+    assert all(len(text) == len("A") + MAX_NEW_TOKENS for text in texts)  # a char model: one token, one character
+    assert "temperature 2" in status
+
+
+def test_a_too_long_prompt_is_refused_with_a_message(client):
+    status, texts = generate(client, "a" * 2001)
+    assert "2,000" in status
+    assert texts == []
+
+
+def test_settings_that_are_not_numbers_fall_back_to_the_smallest(client):
+    status, texts = generate(client, "ROMEO:", max_new_tokens=None, num_outputs="many", temperature=None)
+    assert len(texts) == 1 and texts[0].startswith("ROMEO:") and len(texts[0]) == len("ROMEO:") + 1
+    assert "temperature 0" in status
+
+
+def test_the_page_streams_the_prompt_first_then_the_text(client):
+    job = client.submit("ROMEO:", 50, 1, 0.8, 0, 1337, api_name="/generate")
+    final = job.result(timeout=120)
+    updates = job.outputs()
+    assert updates[0][1] == "ROMEO:"  # the first update, before any new token
+    assert len(final[1]) == len("ROMEO:") + 50
+
+
+def test_several_users_at_once_are_queued_not_dropped(client):
+    jobs = [client.submit(f"{name}:", 30, 2, 0.8, 0, 1337, api_name="/generate") for name in ("ROMEO", "KING", "DUKE")]
+    for job, name in zip(jobs, ("ROMEO", "KING", "DUKE")):
+        status, first, second, *_ = job.result(timeout=120)
+        assert status.startswith("Done") and first.startswith(f"{name}:") and second.startswith(f"{name}:")
+
+
+def test_without_a_checkpoint_app_says_how_to_make_one(tmp_path):
+    require("gradio")
+    result = run_script("app.py", [], tmp_path)
+    assert result.returncode != 0
+    assert "python gpt.py" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_without_gradio_app_says_how_to_install_it(tmp_path):
+    # a fake gradio.py that fails to import, found before the real one: as on a machine without gradio
+    (tmp_path / "gradio.py").write_text("raise ImportError('no gradio here')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    app = str(REPO / "app.py")
+    result = subprocess.run([sys.executable, app], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "app.py needs gradio: pip install -r requirements-app.txt"

@@ -1,0 +1,35 @@
+"""torchrun with 2 CPU processes (gloo) trains the same model a single process does with the same global batch."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, TINY, run_script
+
+ARGS = [*TINY, "--max_iters=30", "--eval_interval=10", "--grad_accum_steps=2", "--dtype=float32", "--max_new_tokens=20"]
+
+
+def val_losses(folder: Path) -> list[float]:
+    with open(folder / "train_log.csv") as f:
+        return [float(row["val_loss"]) for row in csv.DictReader(f)]
+
+
+def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(shakespeare, tmp_path):
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "input.txt").write_bytes((shakespeare / "input.txt").read_bytes())
+    assert run_script("gpt.py", ARGS, single).returncode == 0
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    result = subprocess.run(
+        [*torchrun, str(REPO / "gpt.py"), *ARGS], cwd=shakespeare, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("--- sample 1 of 2 ---") == 1  # only rank 0 prints
+    assert result.stdout.count("step 30: train loss") == 1
+    # the same batches, split across processes: equal up to the order gradients are summed in
+    distributed, one = val_losses(shakespeare), val_losses(single)
+    assert len(distributed) == len(one) == 4
+    assert all(abs(a - b) < 2e-3 for a, b in zip(distributed, one)), (distributed, one)
+    assert one[-1] < one[0] - 0.5  # and both really trained
