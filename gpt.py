@@ -683,11 +683,11 @@ def train(
         """Everything --resume needs to continue as if the run had never stopped."""
         if master:
             save_checkpoint(resume_path(hp.out_file), {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
-            "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
-            "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
-            "hyperparameters": dataclasses.asdict(hp),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
+                "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
+                "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
+                "hyperparameters": dataclasses.asdict(hp),
             })  # fmt: skip
 
     interrupted = []
@@ -726,12 +726,14 @@ def train(
                           "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
             log_file.flush()
             tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if losses["val"] < best_val_loss and master:  # the model worth keeping: lean, no optimizer state
+            if losses["val"] < best_val_loss:  # the model worth keeping: lean, no optimizer state
                 best_val_loss = losses["val"]
-                save_checkpoint(hp.out_file, {
-                    "model": model.state_dict(), "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
-                    "step": step, "best_val_loss": best_val_loss, "hyperparameters": dataclasses.asdict(hp),
-                })  # fmt: skip
+                if master:
+                    save_checkpoint(hp.out_file, {
+                        "model": model.state_dict(), "config": dataclasses.asdict(config),
+                        "tokenizer": tokenizer.to_dict(), "step": step, "best_val_loss": best_val_loss,
+                        "hyperparameters": dataclasses.asdict(hp),
+                    })  # fmt: skip
             if losses["val"] <= hp.target_loss:
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break

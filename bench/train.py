@@ -1,0 +1,246 @@
+"""Training speed at three model sizes, with each speed feature switched off in turn, in one run.
+
+    python bench/train.py                           # cpu recipe, baby GPT and GPT-2 124M: a few minutes
+    python bench/train.py --sizes=cpu --steps=3     # a quick look
+    python bench/train.py --compile --gpt2_memory   # add torch.compile rows, and GPT-2's memory at context 1024
+
+A step is what gpt.py's training loop does: forward under autocast, backward, clip the gradient norm,
+AdamW step (gpt.make_optimizer), zero the gradients. The tokens are random: speed does not depend on
+what the model reads. Every configuration runs in a fresh Python process, so its peak RSS is its own;
+the warm-up steps are left out and the median of the timed steps is reported.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import gpt  # noqa: E402
+
+# name: (what the table calls it, GPTConfig fields, batch size)
+SIZES = {
+    "cpu": ("cpu recipe", dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 32),
+    "baby": ("baby GPT", dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384), 16),
+    "gpt2": ("GPT-2 124M", dict(vocab_size=50257, block_size=128, n_layer=12, n_head=12, n_embd=768), 4),
+}
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+FP32_EAGER = ("float32", "SDPA", False)  # (dtype, attention, compiled) of the baseline every speed-up divides by
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (10^6 bytes; Linux reports it in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def use_attention_by_hand() -> None:
+    """Make gpt.py's attention use its explicit masked softmax instead of SDPA, in this process only.
+
+    gpt.py has no switch for it, and copying its forward() here would benchmark a copy. forward()
+    finds SDPA through gpt's module-level name F, so gpt.F becomes a copy of torch.nn.functional
+    whose scaled_dot_product_attention is gpt.attention_by_hand. torch itself is untouched.
+    """
+
+    def by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool, dropout_p: float) -> torch.Tensor:
+        assert is_causal and dropout_p == 0.0  # training: T > 1 tokens, and this benchmark has no dropout
+        return gpt.attention_by_hand(q, k, v)
+
+    gpt.F = types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": by_hand})
+
+
+def measure(job: dict) -> dict:
+    """Train one configuration for warmup + steps steps in this (fresh) process: step times and peak memory."""
+    rss_at_start = peak_rss_mb()  # Python + torch + gpt.py, before any model exists
+    if job["attention"] == "by hand":
+        use_attention_by_hand()
+    torch.manual_seed(0)
+    config = gpt.GPTConfig(**job["config"])
+    model = gpt.GPT(config)
+    hp = gpt.Hyperparameters()
+    optimizer = gpt.make_optimizer(model, hp, "cpu")
+    train_model = torch.compile(model) if job["compile"] else model  # as gpt.py: compile the training path
+    dtype = getattr(torch, job["dtype"])
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+    tokens = torch.randint(config.vocab_size, (job["batch"], config.block_size + 1))
+    x, y = tokens[:, :-1], tokens[:, 1:]  # (B, T) each; made once, so the clock sees only the step
+    times = []
+    for _ in range(job["warmup"] + job["steps"]):
+        start = time.perf_counter()
+        with autocast:
+            _, loss = train_model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # CPU work is done when a call returns; on a GPU this would be the synchronisation
+        times.append(time.perf_counter() - start)
+    return {"params": model.num_params(), "times": times, "rss_mb": peak_rss_mb(), "rss_at_start_mb": rss_at_start}
+
+
+def in_fresh_process(job: dict) -> dict:
+    """measure(job) in a new Python process, so its peak RSS belongs to this configuration alone."""
+    done = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{job} failed:\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> tuple[float, float]:
+    """Best and median GFLOP/s of an (n, n) @ (n, n) matmul (2 n^3 FLOPs), after 2 untimed warm-ups."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    times = []
+    for _ in range(2):
+        a @ b
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9, 2 * n**3 / statistics.median(times) / 1e9
+
+
+def plan(args: argparse.Namespace, auto: str) -> list[dict]:
+    """Every configuration to measure: per size the fp32 baseline, gpt.py's default, then each speed feature off."""
+    default = "gpt.py's default here" if auto != "float32" else "baseline = gpt.py's default here"
+    variants = [(*FP32_EAGER, "baseline (= default without bf16)"), (auto, "SDPA", False, default)]
+    variants.append((auto, "by hand", False, "default without SDPA"))
+    if args.compile:  # gpt.py --compile=true, then without each of the other two features
+        variants += [(auto, "SDPA", True, "default + compile"), ("float32", "SDPA", True, "compiled, without bf16")]
+        variants.append((auto, "by hand", True, "compiled, without SDPA"))
+    variants = list({v[:3]: v for v in variants}.values())  # on a CPU without bf16 some coincide
+    jobs = []
+    for size in args.sizes.split(","):
+        label, config, batch = SIZES[size]
+        steps = args.gpt2_steps if size == "gpt2" else args.steps
+        if size == "gpt2":
+            config, label = {**config, "block_size": args.gpt2_context}, f"{label}, context {args.gpt2_context}"
+        for dtype, attention, compiled, note in variants:
+            jobs.append(dict(size=size, label=label, note=note, config=config, batch=batch, dtype=dtype,
+                             attention=attention, compile=compiled, warmup=args.warmup, steps=steps))  # fmt: skip
+    if args.gpt2_memory:  # a few steps are enough: AdamW's state exists after the first
+        config = {**SIZES["gpt2"][1], "block_size": 1024}
+        jobs.append(dict(size="gpt2 memory", label="GPT-2 124M, context 1024", note="gpt.py's default: memory",
+                         config=config, batch=4, dtype=auto, attention="SDPA", compile=False,
+                         warmup=1, steps=2))  # fmt: skip
+    return jobs
+
+
+def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
+    """Measure one configuration in a fresh process; note its numbers in measured; return its table row."""
+    variant, mode = (job["dtype"], job["attention"], job["compile"]), "compiled" if job["compile"] else "eager"
+    variant_name = f"{SHORT[job['dtype']]}, {job['attention']}, {mode}"
+    print(f"{job['label']}: {variant_name} ...", end=" ", file=sys.stderr, flush=True)
+    result = in_fresh_process(job)
+    warmup_times, step_times = result["times"][: job["warmup"]], result["times"][job["warmup"] :]
+    step_s = statistics.median(step_times)
+    print(f"{step_s * 1000:,.0f} ms/step", file=sys.stderr)
+    c = job["config"]
+    # nanoGPT's MFU count: 6 FLOPs per parameter per token (forward 2, backward 4), plus attention's
+    # scores and weighted sums, 12 * n_layer * T * n_embd. N counts every parameter, the tied matrix once.
+    flops_per_token = 6 * result["params"] + 12 * c["n_layer"] * c["block_size"] * c["n_embd"]
+    tokens_per_s = job["batch"] * c["block_size"] / step_s
+    fraction = tokens_per_s * flops_per_token / peak[job["dtype"]]
+    measured[job["size"], variant] = (tokens_per_s, fraction, result["rss_mb"])
+    baseline = measured.get((job["size"], FP32_EAGER))
+    # compiling happens in the first step(s): their time beyond that of as many ordinary steps
+    compile_s = f"{sum(warmup_times) - len(warmup_times) * step_s:.0f}" if job["compile"] else "-"
+    ms = f"{step_s * 1000:,.0f} ({min(step_times) * 1000:,.0f}-{max(step_times) * 1000:,.0f})"
+    return [
+        job["label"], f"{result['params'] / 1e6:.1f}M", f"{variant_name}: {job['note']}", ms,
+        f"{tokens_per_s:,.0f}", f"{tokens_per_s * flops_per_token / 1e9:,.1f} G",
+        f"{fraction:.0%}", f"{tokens_per_s / baseline[0]:.2f}x" if baseline else "-", compile_s,
+        f"{result['rss_mb']:,.0f}", f"{result['rss_at_start_mb']:,.0f}",
+    ]  # fmt: skip
+
+
+def targets(measured: dict, auto: str) -> str:
+    """The issue's targets against what was measured above: met or not, never rounded into meeting them."""
+    default = (auto, "SDPA", False)  # what gpt.py runs on this CPU
+
+    def verdict(name: str, value: float | None, target: float, shown: str, at_least: bool = True) -> str:
+        if value is None:
+            return f"{name}: not measured"
+        met = value >= target if at_least else value < target
+        goal = (">= " if at_least else "< ") + shown.format(target)
+        return f"{name} {shown.format(value)} (target {goal}: {'met' if met else 'NOT met'})"
+
+    def speed_up(size: str) -> float | None:  # gpt.py's default path over plain fp32 eager, same size
+        both = (size, default) in measured and (size, FP32_EAGER) in measured
+        return measured[size, default][0] / measured[size, FP32_EAGER][0] if both else None
+
+    baby_fraction = measured[("baby", default)][1] if ("baby", default) in measured else None
+    memory = measured.get(("gpt2 memory", default))
+    return "; ".join([
+        verdict("baby GPT default / fp32 eager tokens/s", speed_up("baby"), 3.0, "{:.2f}x"),
+        verdict("cpu recipe default / fp32 eager tokens/s", speed_up("cpu"), 1.5, "{:.2f}x"),
+        verdict(f"baby GPT default model FLOP/s / {SHORT[auto]} peak", baby_fraction, 0.65, "{:.0%}"),
+        verdict("GPT-2 124M peak RSS at 4 x 1024", memory[2] / 1000 if memory else None, 6.0, "{:.2f} GB", False),
+    ])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="cpu,baby,gpt2", help="comma-separated, from: " + ",".join(SIZES))
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first, per configuration (>= 1)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps for the cpu recipe and the baby GPT")
+    parser.add_argument("--gpt2_steps", type=int, default=3, help="timed steps for GPT-2 124M")
+    parser.add_argument("--gpt2_context", type=int, default=128, help="GPT-2 124M's context in its speed rows")
+    parser.add_argument("--gpt2_memory", action="store_true", help="also GPT-2 124M at batch 4 x context 1024")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows (slow to compile)")
+    parser.add_argument("--matmul_size", type=int, default=2048, help="n of the n x n matmuls that measure peak")
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
+    args = parser.parse_args()
+    if args.job:
+        return print(json.dumps(measure(json.loads(args.job))))
+    if not set(args.sizes.split(",")) <= SIZES.keys() or args.warmup < 1:
+        parser.error(f"--sizes takes names from {','.join(SIZES)}, not {args.sizes!r}; --warmup must be >= 1")
+    began = time.perf_counter()
+
+    auto_dtype, why = gpt.pick_dtype("cpu", "auto")
+    auto = str(auto_dtype).removeprefix("torch.")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU: {cpu}; gpt.py picks {SHORT[auto]}: {why}")  # fmt: skip
+    print(f"command: {shlex.join(['python', *sys.argv])}")
+    load = os.getloadavg()[0]  # runnable processes, averaged over the last minute; ours has not started yet
+    busy = " -- other work has been using these cores: if it still is, these numbers are not reliable"
+    busy = busy if load > 0.5 else ""
+    print(f"load average before measuring: {load:.2f}{busy}\n")
+    peak, n = {}, args.matmul_size
+    for dtype in dict.fromkeys(["float32", auto]):
+        best, median = matmul_gflops(getattr(torch, dtype), n, repeats=10)
+        peak[dtype] = best * 1e9
+        print(f"{SHORT[dtype]} matmul peak: {best:,.0f} GFLOP/s (best of 10 timed {n} x {n} @ {n} x {n} matmuls, "
+              f"2 n^3 FLOPs each, after 2 warm-ups; median {median:,.0f})")  # fmt: skip
+
+    measured = {}  # (size, (dtype, attention, compiled)) -> (tokens/s, fraction of peak, peak RSS MB)
+    rows = [run(job, peak, measured) for job in plan(args, auto)]
+    columns = ["model", "params", "precision, attention, mode: variant", "ms/step (min-max)", "tokens/s",
+               "model FLOP/s", "of the dtype's matmul peak", "speed-up vs fp32 eager", "compile s", "peak RSS MB",
+               "of which at start"]  # fmt: skip
+    print("\n| " + " | ".join(columns) + " |")
+    print("| --- | ---: | --- |" + " ---: |" * 8)
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+    print(
+        "\nms/step: median of the timed steps (fastest and slowest in brackets), after the warm-ups. Model FLOPs "
+        "per token = 6 N + 12 n_layer T n_embd (nanoGPT's MFU formula; N = parameters). Compile s: the warm-up "
+        "steps' time beyond as many ordinary steps. Peak RSS (MB = 10^6 bytes): each configuration in its own fresh "
+        "process; 'at start' is Python, torch and gpt.py before the model exists."
+    )
+    print(f"\ntargets: {targets(measured, auto)}")
+    print(f"(the whole benchmark took {(time.perf_counter() - began) / 60:.1f} minutes)")
+
+
+if __name__ == "__main__":
+    main()
