@@ -20,11 +20,9 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
@@ -37,6 +35,7 @@ SIZES = {
 }
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 FP32_EAGER = ("float32", "SDPA", False)  # (dtype, attention, compiled) of the baseline every speed-up divides by
+DEFAULT_ATTENTION = "by hand" if gpt.Hyperparameters().attention == "by_hand" else "SDPA"  # gpt.py's on a CPU
 
 
 def peak_rss_mb() -> float:
@@ -44,28 +43,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
-def use_attention_by_hand() -> None:
-    """Make gpt.py's attention use its explicit masked softmax instead of SDPA, in this process only.
-
-    gpt.py has no switch for it, and copying its forward() here would benchmark a copy. forward()
-    finds SDPA through gpt's module-level name F, so gpt.F becomes a copy of torch.nn.functional
-    whose scaled_dot_product_attention is gpt.attention_by_hand. torch itself is untouched.
-    """
-
-    def by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool, dropout_p: float) -> torch.Tensor:
-        assert is_causal and dropout_p == 0.0  # training: T > 1 tokens, and this benchmark has no dropout
-        return gpt.attention_by_hand(q, k, v)
-
-    gpt.F = types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": by_hand})
-
-
 def measure(job: dict) -> dict:
     """Train one configuration for warmup + steps steps in this (fresh) process: step times and peak memory."""
     rss_at_start = peak_rss_mb()  # Python + torch + gpt.py, before any model exists
-    if job["attention"] == "by hand":
-        use_attention_by_hand()
     torch.manual_seed(0)
-    config = gpt.GPTConfig(**job["config"])
+    config = gpt.GPTConfig(**job["config"], attention="by_hand" if job["attention"] == "by hand" else "sdpa")
     model = gpt.GPT(config)
     hp = gpt.Hyperparameters()
     optimizer = gpt.make_optimizer(model, hp, "cpu")
@@ -111,12 +93,14 @@ def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> tuple[float, floa
 
 def plan(args: argparse.Namespace, auto: str) -> list[dict]:
     """Every configuration to measure: per size the fp32 baseline, gpt.py's default, then each speed feature off."""
-    default = "gpt.py's default here" if auto != "float32" else "baseline = gpt.py's default here"
-    variants = [(*FP32_EAGER, "baseline (= default without bf16)"), (auto, "SDPA", False, default)]
-    variants.append((auto, "by hand", False, "default without SDPA"))
+    other = "SDPA" if DEFAULT_ATTENTION == "by hand" else "by hand"
+    variants = [(*FP32_EAGER, "baseline: plain fp32 eager"), (auto, DEFAULT_ATTENTION, False, "gpt.py's default here")]
+    variants.append((auto, other, False, f"default with {other} attention"))
+    variants.append(("float32", DEFAULT_ATTENTION, False, "default without bf16"))
     if args.compile:  # gpt.py --compile=true, then without each of the other two features
-        variants += [(auto, "SDPA", True, "default + compile"), ("float32", "SDPA", True, "compiled, without bf16")]
-        variants.append((auto, "by hand", True, "compiled, without SDPA"))
+        variants += [(auto, DEFAULT_ATTENTION, True, "default + compile")]
+        variants += [("float32", DEFAULT_ATTENTION, True, "compiled, without bf16")]
+        variants.append((auto, other, True, f"compiled, with {other} attention"))
     variants = list({v[:3]: v for v in variants}.values())  # on a CPU without bf16 some coincide
     jobs = []
     for size in args.sizes.split(","):
@@ -130,7 +114,7 @@ def plan(args: argparse.Namespace, auto: str) -> list[dict]:
     if args.gpt2_memory:  # a few steps are enough: AdamW's state exists after the first
         config = {**SIZES["gpt2"][1], "block_size": 1024}
         jobs.append(dict(size="gpt2 memory", label="GPT-2 124M, context 1024", note="gpt.py's default: memory",
-                         config=config, batch=4, dtype=auto, attention="SDPA", compile=False,
+                         config=config, batch=4, dtype=auto, attention=DEFAULT_ATTENTION, compile=False,
                          warmup=1, steps=2))  # fmt: skip
     return jobs
 
@@ -165,7 +149,7 @@ def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
 
 def targets(measured: dict, auto: str) -> str:
     """The issue's targets against what was measured above: met or not, never rounded into meeting them."""
-    default = (auto, "SDPA", False)  # what gpt.py runs on this CPU
+    default = (auto, DEFAULT_ATTENTION, False)  # what gpt.py runs on this CPU
 
     def verdict(name: str, value: float | None, target: float, shown: str, at_least: bool = True) -> str:
         if value is None:

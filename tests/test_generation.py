@@ -10,14 +10,15 @@ from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script
 from gpt import GPT, GPTConfig, generate_text, load_checkpoint, make_tokenizer, sample_next_token, tokenizer_from
 
 
-def tiny_model(vocab_size: int = 65, block_size: int = 16) -> GPT:
+def tiny_model(vocab_size: int = 65, block_size: int = 16, attention: str = "sdpa") -> GPT:
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=4, n_embd=32)
+    config = GPTConfig(vocab_size, block_size, n_layer=2, n_head=4, n_embd=32, attention=attention)
     return GPT(config).eval()
 
 
-def test_greedy_text_is_the_same_with_and_without_kv_cache_far_past_block_size():
-    model = tiny_model(block_size=16)
+@pytest.mark.parametrize("attention", ["sdpa", "by_hand"])
+def test_greedy_text_is_the_same_with_and_without_kv_cache_far_past_block_size(attention):
+    model = tiny_model(block_size=16, attention=attention)
     prompt = torch.randint(65, (2, 5))
     with_cache = model.generate(prompt, 100, temperature=0, use_cache=True)
     without = model.generate(prompt, 100, temperature=0, use_cache=False)

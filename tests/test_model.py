@@ -19,6 +19,23 @@ def test_attention_by_hand_equals_pytorch_sdpa():
     torch.testing.assert_close(attention_by_hand(q, k, v), expected, atol=1e-6, rtol=1e-5)
 
 
+def test_attention_by_hand_for_the_newest_tokens_equals_the_last_rows_of_sdpa():
+    # generating with a KV cache asks for the newest tokens' outputs, attending to every key so far
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 10, 8) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, -3:]
+    torch.testing.assert_close(attention_by_hand(q[:, :, -3:], k, v), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_model_gives_the_same_logits_with_either_attention():
+    torch.manual_seed(0)
+    by_hand = GPT(tiny_config(attention="by_hand")).eval()
+    sdpa = GPT(tiny_config(attention="sdpa")).eval()
+    sdpa.load_state_dict(by_hand.state_dict())
+    idx = torch.randint(65, (2, 16))
+    torch.testing.assert_close(by_hand(idx)[0], sdpa(idx)[0], atol=1e-5, rtol=1e-5)
+
+
 def test_changing_a_future_token_never_changes_earlier_logits():
     torch.manual_seed(0)
     model = GPT(tiny_config()).eval()
