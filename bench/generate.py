@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gpt import GPT, GPTConfig, pick_dtype  # noqa: E402
+from gpt import GPT, GPTConfig, Hyperparameters, pick_dtype  # noqa: E402
 
 
 def tokens_per_second(model: GPT, new_tokens: int, use_cache: bool, autocast) -> float:
@@ -37,10 +37,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    attention = Hyperparameters().attention  # what a model trained with gpt.py's CPU defaults uses
+    config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, attention=attention)
     model = GPT(config).eval()
     auto_dtype, why = pick_dtype("cpu", "auto")
-    print(f"baby GPT: {model.num_params():,} parameters, context {config.block_size}; gpt.py's choice: {why}")
+    print(f"baby GPT: {model.num_params():,} parameters, context {config.block_size}, attention {attention}")
+    print(f"gpt.py's precision here: {why}")
     print(f"{args.new_tokens} new tokens from a 1-token prompt, batch 1, {torch.get_num_threads()} threads")
     print("| precision | KV cache | tokens/s (median) | runs | speed-up |")
     print("| --- | --- | ---: | --- | ---: |")
