@@ -659,6 +659,7 @@ def train(
     config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias,
                        hp.attention)  # fmt: skip
     train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
+    tokenizer.encode(read_text(hp.prompt_file) if hp.prompt_file else hp.prompt)  # unreadable? say so now, not later
     sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     n_tokens, batch_tokens = len(train_data) + len(val_data), hp.batch_size * hp.block_size

@@ -174,6 +174,7 @@ def snapshot(folder: Path) -> dict:
         ("greek.txt", ["--resume", "--input_file=greek.txt"], "vocabulary lacks: 'αβγ'"),
         (None, ["--resume", "--out_file=other.pth"], "nothing to resume: no 'other.resume.pth' here"),
         (None, ["--sample", "--out_file=other.pth"], "no checkpoint at 'other.pth': train one first"),
+        (None, ["--prompt=Grüße"], "vocabulary lacks: 'ßü'"),  # found before training, not at the first sample
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
