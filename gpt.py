@@ -126,11 +126,29 @@ def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
                 fail(f"--{name} takes true or false, not {value!r}")
             overrides[name] = value in ("true", "1")
             continue
+        if not has_value:
+            fail(f"--{name} needs a value: --{name}=...")
         try:
             overrides[name] = kind(value)
         except ValueError:
             fail(f"--{name} takes a {kind.__name__} value, not {value!r}")
     return overrides
+
+
+def check_settings(hp: Hyperparameters) -> None:
+    """Values no run can use, refused before anything is read or written."""
+    minimum = dict(n_layer=1, n_head=1, n_embd=1, block_size=2, batch_size=1, grad_accum_steps=1, eval_interval=1,
+                   eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0, sample_tokens=0,
+                   max_new_tokens=0, top_k=0, temperature=0.0, grad_clip=0.0, weight_decay=0.0, min_lr=0.0)  # fmt: skip
+    for name, low in minimum.items():
+        if getattr(hp, name) < low:
+            fail(f"--{name} must be at least {low}, not {getattr(hp, name)}")
+    if not 0 <= hp.dropout < 1:
+        fail(f"--dropout must be from 0 up to (not including) 1, not {hp.dropout}")
+    if not 0 < hp.top_p <= 1:
+        fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
+    if not hp.learning_rate > 0:
+        fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
 
 
 # -----------------------------------------------------------------------------
@@ -274,7 +292,7 @@ class BatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["rng"])
-        self.queue = state["queue"]
+        self.queue = state["queue"][state["queue"] <= self.last]  # the text may have changed since
 
 
 # -----------------------------------------------------------------------------
@@ -424,6 +442,9 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size): a score for every possible next token
         if targets is None:
             return logits, None
+        # (B * T, vocab_size) scores against (B * T,) targets. The softmax runs in fp32 (.float()): in
+        # bf16 its sum over thousands of scores would lose precision. reshape, not view: targets is
+        # a slice of the batch windows, not laid out contiguously in memory.
         loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
         return logits, loss
 
@@ -438,7 +459,7 @@ class GPT(nn.Module):
         along when the text outgrows block_size: then the window drops its oldest quarter and is
         encoded afresh. That costs one full pass every block_size / 4 tokens, and the model sees
         between 3/4 and all of block_size tokens. Without the cache the same windows are re-encoded
-        on every step, so use_cache changes the speed, never the text.
+        on every step, so use_cache changes the speed, not the text (up to floating-point rounding).
         """
         start, cache = max(0, idx.size(1) - self.config.block_size), None  # the window is idx[:, start:]
         for _ in range(max_new_tokens):
@@ -513,7 +534,8 @@ def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
         # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
         # elsewhere bf16 is emulated and slower, so fp32 stays. (Asking the CPU, not timing it, keeps
         # the choice, and so the run, the same however busy the machine is.)
-        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
+        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
             return torch.bfloat16, "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)"
         return torch.float32, "this CPU has no native bf16 matmul"
     return torch.float32, f"the safe choice on {device}"
@@ -625,8 +647,10 @@ def print_sample_while_training(
     Sampling uses its own random generator and no dropout, so training goes on exactly as it
     would without it: the loss curve is identical either way.
     """
+    options = dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
     with autocast:
-        text = "".join(pieces[0] for pieces in generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed))
+        pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **options)
+        text = "".join(piece for (piece,) in pieces)
     tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
     model.train()  # generate_text switched to eval mode
 
@@ -645,8 +669,10 @@ def train(
     Under torchrun, world_size processes each run this same function; rank 0 also logs and saves.
     """
     master = rank == 0
-    if hp.grad_accum_steps % world_size:
-        fail(f"--grad_accum_steps={hp.grad_accum_steps} must be a multiple of the {world_size} processes")
+    if hp.grad_accum_steps % world_size:  # every process needs the same whole number of micro-batches
+        rounded = -(-hp.grad_accum_steps // world_size) * world_size
+        print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
+        hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     text = read_text(hp.input_file)
     if hp.init_from and not state:  # fine-tune GPT-2: its weights, shape and tokenizer
@@ -680,8 +706,12 @@ def train(
     if state:  # pick up exactly where the saved run stopped, random number generators included
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):  # settings may have changed
+            group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=device.startswith("cuda"))
         start_step, best_val_loss, elapsed_before = state["step"], state["best_val_loss"], state["elapsed_s"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and device.startswith("cuda"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         sampler.load_state_dict(state["sampler"])
         print(f"resuming at step {start_step} (best val loss so far {best_val_loss:.4f})")
     print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
@@ -702,6 +732,7 @@ def train(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
                 "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
                 "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
                 "hyperparameters": dataclasses.asdict(hp),
             })  # fmt: skip
@@ -904,7 +935,7 @@ def load_model(path: str, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokeniz
 def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
     if hp.init_from:
-        return from_pretrained(hp.init_from).to(device), make_tokenizer("gpt2")
+        return from_pretrained(hp.init_from, attention=hp.attention).to(device), make_tokenizer("gpt2")
     model, tokenizer, checkpoint = load_model(hp.out_file, device)
     print(f"loaded {hp.out_file}: step {checkpoint.get('step')}, val loss {checkpoint.get('best_val_loss', 0):.4f}")
     return model, tokenizer
@@ -985,11 +1016,14 @@ def export_hf(checkpoint: dict, directory: str) -> None:
     hf_config = transformers.GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd, n_layer=config.n_layer,
         n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=config.vocab_size - 1, eos_token_id=config.vocab_size - 1,  # <|endoftext|> in GPT-2's vocabulary
+        bos_token_id=50256 if config.vocab_size == 50257 else None,  # <|endoftext|>, in GPT-2's vocabulary
+        eos_token_id=50256 if config.vocab_size == 50257 else None,
     )  # fmt: skip
     hf = transformers.GPT2LMHeadModel(hf_config)
     ours = {hf_name(name): (w.t() if name.endswith(CONV1D_WEIGHTS) else w) for name, w in checkpoint["model"].items()}
-    hf.load_state_dict(ours, strict=False)  # strict=False: the tied lm_head is one tensor in our state dict
+    missing, unexpected = hf.load_state_dict(ours, strict=False)
+    if set(missing) - {"lm_head.weight"} or unexpected:  # the tied lm_head is the one tensor we store once
+        fail(f"cannot export: weights that do not map onto GPT-2 ({', '.join([*missing, *unexpected][:3])})")
     hf.save_pretrained(directory)
     print(f"exported to {directory}: load it with transformers.GPT2LMHeadModel.from_pretrained({directory!r})")
     if checkpoint["tokenizer"]["kind"] == "char":
@@ -1044,6 +1078,7 @@ def main(argv: list[str]) -> None:
         state = load_checkpoint(path, device)
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
+    check_settings(hp)
     dtype, why = pick_dtype(device, hp.dtype)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
     # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's

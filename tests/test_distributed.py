@@ -33,3 +33,14 @@ def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(s
     assert len(distributed) == len(one) == 4
     assert all(abs(a - b) < 2e-3 for a, b in zip(distributed, one)), (distributed, one)
     assert one[-1] < one[0] - 0.5  # and both really trained
+
+
+def test_torchrun_with_the_default_settings_rounds_accumulation_up_and_trains(shakespeare):
+    args = [*TINY, "--max_iters=4", "--eval_interval=2", "--max_new_tokens=5"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518"]
+    result = subprocess.run(
+        [*torchrun, str(REPO / "gpt.py"), *args], cwd=shakespeare, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 processes: grad_accum_steps raised from 1 to 2" in result.stdout
+    assert len(val_losses(shakespeare)) == 3

@@ -175,6 +175,9 @@ def snapshot(folder: Path) -> dict:
         (None, ["--resume", "--out_file=other.pth"], "nothing to resume: no 'other.resume.pth' here"),
         (None, ["--sample", "--out_file=other.pth"], "no checkpoint at 'other.pth': train one first"),
         (None, ["--prompt=Grüße"], "vocabulary lacks: 'ßü'"),  # found before training, not at the first sample
+        (None, ["--eval_interval=0"], "--eval_interval must be at least 1, not 0"),
+        (None, ["--top_p=0"], "--top_p must be above 0 and at most 1"),
+        (None, ["--prompt_file"], "--prompt_file needs a value: --prompt_file=..."),
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
