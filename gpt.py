@@ -6,8 +6,8 @@ gpt.py: train a GPT on a text file, from scratch, in one file you can read top t
     python gpt.py --n_layer=6 --tokenizer=gpt2 --max_iters=500   # override any hyperparameter
 
 The file reads in the order the ideas build on each other: hyperparameters, data and
-tokenizer, attention, MLP, block, model, optimizer and schedule, training loop,
-sampling, and finally main().
+tokenizer, attention, MLP, block, model, optimizer and schedule, training loop, sampling,
+GPT-2's own weights in and out, and finally the command line, the hardware and main().
 """
 
 import codecs
@@ -96,10 +96,6 @@ CUDA_DEFAULTS = dict(
     compile=True, attention="sdpa",
 )  # fmt: skip
 
-# Attention: on GPUs the fused SDPA kernel (flash attention) is far faster. On this project's 2-core
-# CPU the explicit version is as fast in fp32 and 1.37x faster per training step under bf16 for the
-# default model (bench/train.py), so CPUs use it -- and it is the one you can read.
-
 
 class UserError(Exception):
     """Something the user can fix. main() prints it as one line, with no traceback, and exits."""
@@ -107,48 +103,6 @@ class UserError(Exception):
 
 def fail(message: str) -> NoReturn:
     raise UserError(message)
-
-
-def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
-    """Turn ['--n_layer=4', '--sample'] into {'n_layer': 4, 'sample': True}, checking every name and type."""
-    types = {f.name: f.type for f in dataclasses.fields(settings)}
-    overrides = {}
-    for arg in argv:
-        name, has_value, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or name not in types:
-            close = difflib.get_close_matches(name, types, n=1)
-            hint = f"did you mean --{close[0]}?" if close else f"see {settings.__name__} at the top of the file"
-            fail(f"unknown setting {arg!r}: {hint}")
-        kind = types[name]
-        if kind is bool:
-            value = value.lower() if has_value else "true"  # a bare --sample means --sample=true
-            if value not in ("true", "false", "1", "0"):
-                fail(f"--{name} takes true or false, not {value!r}")
-            overrides[name] = value in ("true", "1")
-            continue
-        if not has_value:
-            fail(f"--{name} needs a value: --{name}=...")
-        try:
-            overrides[name] = kind(value)
-        except ValueError:
-            fail(f"--{name} takes a {kind.__name__} value, not {value!r}")
-    return overrides
-
-
-def check_settings(hp: Hyperparameters) -> None:
-    """Values no run can use, refused before anything is read or written."""
-    minimum = dict(n_layer=1, n_head=1, n_embd=1, block_size=2, batch_size=1, grad_accum_steps=1, eval_interval=1,
-                   eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0, sample_tokens=0,
-                   max_new_tokens=0, top_k=0, temperature=0.0, grad_clip=0.0, weight_decay=0.0, min_lr=0.0)  # fmt: skip
-    for name, low in minimum.items():
-        if getattr(hp, name) < low:
-            fail(f"--{name} must be at least {low}, not {getattr(hp, name)}")
-    if not 0 <= hp.dropout < 1:
-        fail(f"--dropout must be from 0 up to (not including) 1, not {hp.dropout}")
-    if not 0 < hp.top_p <= 1:
-        fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
-    if not hp.learning_rate > 0:
-        fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
 
 
 # -----------------------------------------------------------------------------
@@ -349,12 +303,16 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         k = k.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         v = v.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
-        if cache is not None:  # generation: keep every token's key and value, so each is computed once
+        # cache: only when generating (see GPT.stream); training passes None
+        if cache is not None:  # keep every token's key and value, so each is computed once
             if cache:
                 k = torch.cat([cache["k"], k], dim=2)  # (B, n_head, past + T, head_size)
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         dropout = self.dropout if self.training else 0.0
+        # Which one: on GPUs the fused SDPA kernel (flash attention) is far faster. On the 2-core CPU
+        # the README's numbers come from, the explicit version is as fast in fp32 and 1.37x faster
+        # per bf16 training step of the default model (bench/train.py), so CPUs use it.
         if self.attention == "by_hand":
             y = attention_by_hand(q, k, v, dropout)
         else:
@@ -503,45 +461,6 @@ def sample_next_token(
 
 
 # -----------------------------------------------------------------------------
-# Device and precision: chosen once, here. Everything after just uses the result.
-
-
-def pick_device(requested: str) -> str:
-    if requested != "auto":
-        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-        if not available.get(requested.split(":")[0]):
-            fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
-    """The precision matmuls run in under autocast, and the reason it was chosen."""
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if requested != "auto":
-        if requested not in names:
-            fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
-        return names[requested], "asked for with --dtype"
-    if device.startswith("cuda"):
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "this GPU supports bf16"
-        return torch.float16, "this GPU has no bf16, so fp16 with a gradient scaler"
-    if device == "cpu":
-        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
-        # elsewhere bf16 is emulated and slower, so fp32 stays. (Asking the CPU, not timing it, keeps
-        # the choice, and so the run, the same however busy the machine is.)
-        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
-        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
-            return torch.bfloat16, "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)"
-        return torch.float32, "this CPU has no native bf16 matmul"
-    return torch.float32, f"the safe choice on {device}"
-
-
-# -----------------------------------------------------------------------------
 # Optimizer and learning-rate schedule.
 
 
@@ -637,22 +556,6 @@ def open_log(path: str, resume_step: int | None) -> tuple:
     log.writeheader()
     log.writerows(rows)
     return file, log
-
-
-def print_sample_while_training(
-    model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast
-) -> None:
-    """A short sample from the same prompt and seed each time, to watch gibberish turn into text.
-
-    Sampling uses its own random generator and no dropout, so training goes on exactly as it
-    would without it: the loss curve is identical either way.
-    """
-    options = dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
-    with autocast:
-        pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **options)
-        text = "".join(piece for (piece,) in pieces)
-    tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
-    model.train()  # generate_text switched to eval mode
 
 
 def train(
@@ -866,6 +769,22 @@ def plot_losses(log_path: str) -> None:
 # Sampling: turn the trained model into text.
 
 
+def print_sample_while_training(
+    model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast
+) -> None:
+    """A short sample from the same prompt and seed each time, to watch gibberish turn into text.
+
+    Sampling uses its own random generator and no dropout, so training goes on exactly as it
+    would without it: the loss curve is identical either way.
+    """
+    options = dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
+    with autocast:
+        pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **options)
+        text = "".join(piece for (piece,) in pieces)
+    tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
+    model.train()  # generate_text switched to eval mode
+
+
 def generate_text(
     model: GPT,
     tokenizer: CharTokenizer | GPT2Tokenizer,
@@ -1033,6 +952,84 @@ def export_hf(checkpoint: dict, directory: str) -> None:
 
 
 # -----------------------------------------------------------------------------
+# The command line, the hardware, and main(): what runs when you type `python gpt.py`.
+
+
+def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
+    """Turn ['--n_layer=4', '--sample'] into {'n_layer': 4, 'sample': True}, checking every name and type."""
+    types = {f.name: f.type for f in dataclasses.fields(settings)}
+    overrides = {}
+    for arg in argv:
+        name, has_value, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or name not in types:
+            close = difflib.get_close_matches(name, types, n=1)
+            hint = f"did you mean --{close[0]}?" if close else f"see {settings.__name__} at the top of the file"
+            fail(f"unknown setting {arg!r}: {hint}")
+        kind = types[name]
+        if kind is bool:
+            value = value.lower() if has_value else "true"  # a bare --sample means --sample=true
+            if value not in ("true", "false", "1", "0"):
+                fail(f"--{name} takes true or false, not {value!r}")
+            overrides[name] = value in ("true", "1")
+            continue
+        if not has_value:
+            fail(f"--{name} needs a value: --{name}=...")
+        try:
+            overrides[name] = kind(value)
+        except ValueError:
+            fail(f"--{name} takes a {kind.__name__} value, not {value!r}")
+    return overrides
+
+
+def check_settings(hp: Hyperparameters) -> None:
+    """Values no run can use, refused before anything is read or written."""
+    minimum = dict(n_layer=1, n_head=1, n_embd=1, block_size=2, batch_size=1, grad_accum_steps=1, eval_interval=1,
+                   eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0, sample_tokens=0,
+                   max_new_tokens=0, top_k=0, temperature=0.0, grad_clip=0.0, weight_decay=0.0, min_lr=0.0)  # fmt: skip
+    for name, low in minimum.items():
+        if getattr(hp, name) < low:
+            fail(f"--{name} must be at least {low}, not {getattr(hp, name)}")
+    if not 0 <= hp.dropout < 1:
+        fail(f"--dropout must be from 0 up to (not including) 1, not {hp.dropout}")
+    if not 0 < hp.top_p <= 1:
+        fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
+    if not hp.learning_rate > 0:
+        fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+        if not available.get(requested.split(":")[0]):
+            fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
+    """The precision matmuls run in under autocast, and the reason it was chosen."""
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if requested != "auto":
+        if requested not in names:
+            fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
+        return names[requested], "asked for with --dtype"
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "this GPU supports bf16"
+        return torch.float16, "this GPU has no bf16, so fp16 with a gradient scaler"
+    if device == "cpu":
+        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
+        # elsewhere bf16 is emulated and slower, so fp32 stays. (Asking the CPU, not timing it, keeps
+        # the choice, and so the run, the same however busy the machine is.)
+        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
+        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
+            return torch.bfloat16, "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)"
+        return torch.float32, "this CPU has no native bf16 matmul"
+    return torch.float32, f"the safe choice on {device}"
 
 
 def resumed_settings(saved: dict, overrides: dict) -> dict:
