@@ -39,7 +39,7 @@ class BigramSettings:
 
 
 class BigramLanguageModel(nn.Module):
-    def __init__(self, vocab_size: int):
+    def __init__(self, vocab_size: int) -> None:
         super().__init__()
         self.table = nn.Embedding(vocab_size, vocab_size)  # row i: scores for the token after token i
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NoReturn
 
 import numpy as np
@@ -112,7 +113,7 @@ def fail(message: str) -> NoReturn:
 class CharTokenizer:
     """One token per distinct character of the training text: tiny vocabulary, long sequences."""
 
-    def __init__(self, chars: str):
+    def __init__(self, chars: str) -> None:
         self.chars = chars
         self.vocab_size = len(chars)
         self.stoi = {ch: i for i, ch in enumerate(chars)}
@@ -138,7 +139,7 @@ class CharTokenizer:
 class GPT2Tokenizer:
     """GPT-2's byte-pair encoding (tiktoken): 50,257 tokens, about 4 characters each in English."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             self.enc = tiktoken.get_encoding("gpt2")
         except Exception as e:  # tiktoken downloads its files once; offline that fails
@@ -221,7 +222,7 @@ class BatchSampler:
     an epoch covers every token, visited in a new shuffled order each epoch.
     """
 
-    def __init__(self, n_tokens: int, hp: Hyperparameters):
+    def __init__(self, n_tokens: int, hp: Hyperparameters) -> None:
         self.batch_size, self.random = hp.batch_size, hp.batching == "random"
         if hp.batching not in ("random", "sliding"):
             fail(f"--batching must be 'random' or 'sliding', not {hp.batching!r}")
@@ -283,7 +284,7 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         if config.n_embd % config.n_head != 0:
             fail(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})")
@@ -327,7 +328,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Per-token computation: widen 4x, GELU, narrow back. Attention mixes tokens; this thinks about each."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # the tanh approximation is what GPT-2 used
@@ -341,7 +342,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer block. Pre-LayerNorm: normalise, transform, then add back onto the residual stream."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
@@ -356,7 +357,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
@@ -384,7 +385,9 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None):
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab_size) for the tokens idx (B, T), and the loss if targets are given.
 
         With a cache (one dict per block), idx continues the tokens the cache has already seen.
@@ -872,7 +875,7 @@ def hf_name(name: str) -> str:
     return name if name == "lm_head.weight" else "transformer." + name.replace("blocks.", "h.")
 
 
-def import_transformers():
+def import_transformers() -> ModuleType:
     try:
         import transformers
 
