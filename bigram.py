@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt import get_batch, make_tokenizer, parse_overrides, read_text, split_tokens
+from gpt import get_batch, make_tokenizer, parse_overrides, random_starts, read_text, split_tokens
 
 
 @dataclass
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> None:
             break
         for group in optimizer.param_groups:  # decay linearly to 0, to settle into the minimum
             group["lr"] = s.learning_rate * (1 - step / s.max_iters)
-        starts = torch.randint(len(train_data) - s.block_size, (s.batch_size,), generator=generator)
+        starts = random_starts(len(train_data), s.block_size, s.batch_size, generator)
         x, y = get_batch(train_data, starts, s.block_size, "cpu")
         loss = F.cross_entropy(model(x).view(-1, tokenizer.vocab_size), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)

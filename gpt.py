@@ -55,7 +55,7 @@ class Hyperparameters:
     batch_size: int = 32  # sequences per micro-step (8-64)
     batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
-    grad_accum_steps: int = 1  # micro-batches per optimizer step, over all processes (a multiple of their number)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step, over all processes (rounded up to a multiple)
     max_iters: int = 1500  # optimizer steps in the whole run (1500 take about 5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
@@ -72,13 +72,13 @@ class Hyperparameters:
     seed: int = 1337  # same seed, same run
     # hardware
     device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one
-    dtype: str = "auto"  # 'auto' probes the hardware; or 'float32', 'bfloat16', 'float16'
+    dtype: str = "auto"  # 'auto' asks the hardware what it does well; or 'float32', 'bfloat16', 'float16'
     compile: bool = False  # torch.compile the training step (on by default on CUDA)
     # checkpoint and sampling
     init_from: str = ""  # start from OpenAI's GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a directory
     export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2 directory, then stop
     out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
-    resume: bool = False  # --resume: continue training from out_file
+    resume: bool = False  # --resume: continue the run saved beside out_file (trained_model.resume.pth)
     sample: bool = False  # --sample: skip training, load out_file and print samples
     prompt: str = ""  # text the samples start from ('' = a newline, or GPT-2's <|endoftext|>)
     prompt_file: str = ""  # or read the prompt from this file
@@ -213,6 +213,11 @@ def get_batch(
     return x.to(device), y.to(device)
 
 
+def random_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """batch_size random positions at which a whole window of block_size + 1 tokens fits."""
+    return torch.randint(n_tokens - block_size, (batch_size,), generator=generator)
+
+
 class BatchSampler:
     """Where each training window starts, drawn from its own random generator so that evaluating or
     sampling never changes which batches training sees.
@@ -223,11 +228,8 @@ class BatchSampler:
     """
 
     def __init__(self, n_tokens: int, hp: Hyperparameters) -> None:
-        self.batch_size, self.random = hp.batch_size, hp.batching == "random"
-        if hp.batching not in ("random", "sliding"):
-            fail(f"--batching must be 'random' or 'sliding', not {hp.batching!r}")
-        if not 0 <= hp.stride <= hp.block_size:  # a longer stride would skip text between windows
-            fail(f"--stride must be from 1 to block_size ({hp.block_size}), or 0 for block_size; not {hp.stride}")
+        self.n_tokens, self.block_size, self.batch_size = n_tokens, hp.block_size, hp.batch_size
+        self.random = hp.batching == "random"
         self.last = n_tokens - hp.block_size - 1  # the last position a whole window can start at
         self.windows = torch.cat([torch.arange(0, self.last, hp.stride or hp.block_size), torch.tensor([self.last])])
         self.queue = torch.empty(0, dtype=torch.long)  # starts still to visit in this epoch
@@ -235,7 +237,7 @@ class BatchSampler:
 
     def next_starts(self) -> torch.Tensor:
         if self.random:
-            return torch.randint(self.last + 1, (self.batch_size,), generator=self.generator)
+            return random_starts(self.n_tokens, self.block_size, self.batch_size, self.generator)
         while len(self.queue) < self.batch_size:  # a new epoch: every window once, in a new order
             order = torch.randperm(len(self.windows), generator=self.generator)
             self.queue = torch.cat([self.queue, self.windows[order]])
@@ -286,12 +288,8 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        if config.n_embd % config.n_head != 0:
-            fail(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})")
-        self.n_head = config.n_head
+        self.n_head = config.n_head  # each head works on n_embd / n_head of the vector
         self.dropout = config.dropout
-        if config.attention not in ("sdpa", "by_hand"):
-            fail(f"--attention must be 'sdpa' or 'by_hand', not {config.attention!r}")
         self.attention = config.attention
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads back
@@ -502,7 +500,7 @@ def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, au
         generator = torch.Generator().manual_seed(hp.seed + 1)
         total = 0.0
         for _ in range(hp.eval_iters):
-            starts = torch.randint(len(data) - hp.block_size, (hp.batch_size,), generator=generator)
+            starts = random_starts(len(data), hp.block_size, hp.batch_size, generator)
             x, y = get_batch(data, starts, hp.block_size, device)
             with autocast:
                 _, loss = model(x, y)
@@ -581,7 +579,8 @@ def train(
         hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     text = read_text(hp.input_file)
-    if hp.init_from and not state:  # fine-tune GPT-2: its weights, shape and tokenizer
+    fine_tune = bool(hp.init_from) and not state
+    if fine_tune:  # start from GPT-2: its weights, shape and tokenizer
         pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, hp.attention)
         c = pretrained.config
         hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
@@ -591,7 +590,7 @@ def train(
     config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias,
                        hp.attention)  # fmt: skip
     train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
-    tokenizer.encode(read_text(hp.prompt_file) if hp.prompt_file else hp.prompt)  # unreadable? say so now, not later
+    tokenizer.encode(hp.prompt)  # characters the model cannot read: say so now, not at the first sample
     sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     n_tokens, batch_tokens = len(train_data) + len(val_data), hp.batch_size * hp.block_size
@@ -606,7 +605,7 @@ def train(
         epoch_steps = len(sampler.windows) / (hp.batch_size * hp.grad_accum_steps)
         stride = hp.stride or hp.block_size
         print(f"one epoch = {len(sampler.windows):,} sliding windows, {stride} apart = {epoch_steps:,.1f} steps")
-    model = (pretrained if hp.init_from and not state else GPT(config)).to(device)
+    model = (pretrained if fine_tune else GPT(config)).to(device)
     optimizer = make_optimizer(model, hp, device)
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
     if state:  # pick up exactly where the saved run stopped, random number generators included
@@ -643,11 +642,12 @@ def train(
                 "hyperparameters": dataclasses.asdict(hp),
             })  # fmt: skip
 
-    interrupted = []
+    interrupted = False
 
     def on_ctrl_c(signum: int, frame) -> None:
         # finish the current step, so the saved state is whole; a second Ctrl-C stops at once
-        interrupted.append(True)
+        nonlocal interrupted
+        interrupted = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     signal.signal(signal.SIGINT, on_ctrl_c)
@@ -655,9 +655,9 @@ def train(
     progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0, disable=not master)
     for step in range(start_step, hp.max_iters + 1):
         if world_size > 1:  # every process must stop at the same step, or the others would wait forever
-            stop = torch.tensor(float(bool(interrupted)), device=device)
+            stop = torch.tensor(float(interrupted), device=device)
             torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-            interrupted += [True] if stop.item() else []
+            interrupted = bool(stop.item())
         if interrupted:
             save_state(step)
             progress.close()
@@ -772,6 +772,10 @@ def plot_losses(log_path: str) -> None:
 # Sampling: turn the trained model into text.
 
 
+def sampling_options(hp: Hyperparameters) -> dict:
+    return dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
+
+
 def print_sample_while_training(
     model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast
 ) -> None:
@@ -780,9 +784,8 @@ def print_sample_while_training(
     Sampling uses its own random generator and no dropout, so training goes on exactly as it
     would without it: the loss curve is identical either way.
     """
-    options = dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
     with autocast:
-        pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **options)
+        pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **sampling_options(hp))
         text = "".join(piece for (piece,) in pieces)
     tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
     model.train()  # generate_text switched to eval mode
@@ -825,14 +828,12 @@ def generate_text(
 
 def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast) -> None:
     """One sample streams to the terminal as it is generated; several are drawn as a batch, then printed."""
-    prompt = read_text(hp.prompt_file) if hp.prompt_file else hp.prompt
     texts, streaming = [""] * hp.num_samples, hp.num_samples == 1
     if streaming:
         print("\n--- sample 1 of 1 ---")
-    options = dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
     with autocast:
-        for pieces in generate_text(model, tokenizer, prompt, hp.num_samples, hp.max_new_tokens, hp.seed,
-                                    hp.kv_cache, **options):  # fmt: skip
+        for pieces in generate_text(model, tokenizer, hp.prompt, hp.num_samples, hp.max_new_tokens, hp.seed,
+                                    hp.kv_cache, **sampling_options(hp)):  # fmt: skip
             texts = [text + piece for text, piece in zip(texts, pieces)]
             if streaming:
                 print(pieces[0], end="", flush=True)
@@ -998,6 +999,14 @@ def check_settings(hp: Hyperparameters) -> None:
         fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
     if not hp.learning_rate > 0:
         fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
+    if hp.n_embd % hp.n_head != 0:
+        fail(f"n_embd ({hp.n_embd}) must be divisible by n_head ({hp.n_head})")
+    choices = dict(attention=("by_hand", "sdpa"), batching=("random", "sliding"))
+    for name, allowed in choices.items():
+        if getattr(hp, name) not in allowed:
+            fail(f"--{name} must be one of {', '.join(allowed)}, not {getattr(hp, name)!r}")
+    if not 0 <= hp.stride <= hp.block_size:  # a longer stride would skip text between windows
+        fail(f"--stride must be from 1 to block_size ({hp.block_size}), or 0 for block_size; not {hp.stride}")
 
 
 def pick_device(requested: str) -> str:
@@ -1079,6 +1088,8 @@ def main(argv: list[str]) -> None:
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
     check_settings(hp)
+    if hp.prompt_file:  # from here on, the prompt is just text
+        hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
     dtype, why = pick_dtype(device, hp.dtype)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
     # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's

@@ -69,6 +69,13 @@ def test_same_seed_gives_the_same_sample_and_a_new_seed_another(trained):
     assert first.startswith("KING")
 
 
+def test_prompt_file_is_the_prompt(trained):
+    folder, _ = trained
+    (folder / "opening.txt").write_text("KING RICHARD:\n", encoding="utf-8")
+    args = ["--sample", "--prompt_file=opening.txt", "--num_samples=1", "--max_new_tokens=20"]
+    assert sample_text(run_script("gpt.py", args, folder)).startswith("KING RICHARD:\n")
+
+
 def test_saved_checkpoint_reproduces_the_models_logits_exactly(trained):
     import gpt
 
