@@ -1,5 +1,6 @@
 """Shared helpers: run gpt.py the way a user does, in a scratch folder, with small settings."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -35,12 +36,31 @@ def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> s
     )
 
 
+def train_log(folder: Path) -> list[dict]:
+    """The rows of a run's train_log.csv, without the wall-clock column (which differs run to run)."""
+    with open(folder / "train_log.csv") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
+
+
+def copy_of(folder: Path, name: str) -> Path:
+    """A new folder beside folder holding the same input.txt: to run gpt.py twice side by side."""
+    other = folder.parent / name
+    other.mkdir()
+    (other / "input.txt").write_bytes((folder / "input.txt").read_bytes())
+    return other
+
+
+def write_shakespeare(folder: Path, chars: int = 100_000) -> Path:
+    """folder (made if needed) holding input.txt: the first chars characters of the repository's text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "input.txt").write_text((REPO / "input.txt").read_text(encoding="utf-8")[:chars], encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
 def shakespeare(tmp_path: Path) -> Path:
     """A scratch folder holding input.txt: the first 100,000 characters of the repository's text."""
-    text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
-    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
-    return tmp_path
+    return write_shakespeare(tmp_path)
 
 
 def gpt2_tokenizer_or_skip() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, run_script
+from conftest import REPO, TINY, run_script, write_shakespeare
 
 MAX_OUTPUTS, MAX_NEW_TOKENS = 8, 1000  # app.py's limits
 
@@ -32,9 +32,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A char-level model trained for a few seconds on 100,000 characters of Shakespeare, once per test session."""
     folder = tmp_path_factory.getbasetemp() / "tiny_model"
     if not (folder / "trained_model.pth").exists():
-        folder.mkdir(exist_ok=True)
-        text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
-        (folder / "input.txt").write_text(text, encoding="utf-8")
+        write_shakespeare(folder)
         result = run_script("gpt.py", [*TINY, "--max_iters=100", "--eval_interval=50", "--max_new_tokens=10"], folder)
         assert result.returncode == 0, result.stderr
     return folder / "trained_model.pth"

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script
+from conftest import TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
 
 TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
 
@@ -21,9 +21,7 @@ def sample_text(result) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny training run on 100,000 characters of Shakespeare, shared by the tests below."""
-    folder = tmp_path_factory.mktemp("trained")
-    text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
-    (folder / "input.txt").write_text(text, encoding="utf-8")
+    folder = write_shakespeare(tmp_path_factory.mktemp("trained"))
     result = run_script("gpt.py", TINY_RUN, folder)
     assert result.returncode == 0, result.stderr
     return folder, result

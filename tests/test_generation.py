@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script
+from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
 from gpt import GPT, GPTConfig, generate_text, load_checkpoint, make_tokenizer, sample_next_token, tokenizer_from
 
 
@@ -87,8 +87,7 @@ def test_generation_stops_at_gpt2_end_of_text():
 @pytest.fixture(scope="module")
 def gpt2_checkpoint(tmp_path_factory):
     gpt2_tokenizer_or_skip()
-    folder = tmp_path_factory.mktemp("gpt2")
-    (folder / "input.txt").write_text((REPO / "input.txt").read_text(encoding="utf-8")[:50_000], encoding="utf-8")
+    folder = write_shakespeare(tmp_path_factory.mktemp("gpt2"), chars=50_000)
     result = run_script("gpt.py", [*TINY, "--tokenizer=gpt2", "--max_iters=2", "--max_new_tokens=1"], folder)
     assert result.returncode == 0, result.stderr
     return folder

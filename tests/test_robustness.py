@@ -1,6 +1,5 @@
 """Never lose a run, never run a stranger's code: resume, interrupts, kills, unsafe files, bad input."""
 
-import csv
 import os
 import random
 import shutil
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_script
+from conftest import REPO, TINY, copy_of, run_script, train_log, write_shakespeare
 from gpt import GPT, GPTConfig, load_checkpoint
 
 
@@ -30,11 +29,6 @@ def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def read_log(folder: Path) -> list[dict]:
-    with open(folder / "train_log.csv") as f:
-        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
-
-
 def final_weights(folder: Path) -> dict:
     return load_checkpoint(str(folder / "trained_model.resume.pth"), "cpu")["model"]
 
@@ -43,11 +37,7 @@ RUN = [*TINY, "--max_iters=300", "--eval_interval=100", "--dropout=0.1", "--max_
 
 
 def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(tmp_path):
-    text = (REPO / "input.txt").read_text(encoding="utf-8")[:100_000]
-    one_go, interrupted = tmp_path / "one_go", tmp_path / "interrupted"
-    for folder in (one_go, interrupted):
-        folder.mkdir()
-        (folder / "input.txt").write_text(text, encoding="utf-8")
+    one_go, interrupted = write_shakespeare(tmp_path / "one_go"), write_shakespeare(tmp_path / "interrupted")
     assert run_script("gpt.py", RUN, one_go).returncode == 0
 
     process = start_gpt(RUN, interrupted)
@@ -67,17 +57,15 @@ def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(
     assert f"resuming at step {stopped_at}" in resumed.stdout
     expected, got = final_weights(one_go), final_weights(interrupted)
     assert all(torch.equal(expected[name], got[name]) for name in expected)
-    assert read_log(interrupted) == read_log(one_go)  # the same evaluations, none repeated or missing
+    assert train_log(interrupted) == train_log(one_go)  # the same evaluations, none repeated or missing
 
 
-def test_same_seed_gives_the_same_loss_curve(shakespeare, tmp_path):
-    again = tmp_path / "again"
-    again.mkdir()
-    (again / "input.txt").write_bytes((shakespeare / "input.txt").read_bytes())
+def test_same_seed_gives_the_same_loss_curve(shakespeare):
+    again = copy_of(shakespeare, "again")
     args = [*TINY, "--max_iters=40", "--eval_interval=20", "--dropout=0.1", "--max_new_tokens=1"]
     for folder in (shakespeare, again):
         assert run_script("gpt.py", args, folder).returncode == 0
-    assert read_log(shakespeare) == read_log(again)
+    assert train_log(shakespeare) == train_log(again)
 
 
 def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(shakespeare):
@@ -108,8 +96,7 @@ class CodeThatRunsOnLoad:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_run")
-    (folder / "input.txt").write_text((REPO / "input.txt").read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+    folder = write_shakespeare(tmp_path_factory.mktemp("tiny_run"))
     result = run_script("gpt.py", [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"], folder)
     assert result.returncode == 0, result.stderr
     return folder

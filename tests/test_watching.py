@@ -1,26 +1,11 @@
 """The aids for watching a model learn: samples while training, epochs, a target loss, sliding windows."""
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_script
+from conftest import REPO, TINY, copy_of, run_script, train_log
 from gpt import GPT, BatchSampler, GPTConfig, Hyperparameters, get_batch
-
-
-def log_without_times(folder: Path) -> list[dict]:
-    with open(folder / "train_log.csv") as f:
-        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
-
-
-def copy_of(folder: Path, name: str) -> Path:
-    other = folder.parent / name
-    other.mkdir()
-    (other / "input.txt").write_bytes((folder / "input.txt").read_bytes())
-    return other
 
 
 def test_samples_while_training_leave_the_loss_curve_exactly_as_it_was(shakespeare):
@@ -30,7 +15,7 @@ def test_samples_while_training_leave_the_loss_curve_exactly_as_it_was(shakespea
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout.count("\n  | ") >= 9  # a sample at steps 0, 5, ..., 40
     assert run_script("gpt.py", [*args, "--sample_interval=0"], quiet).returncode == 0
-    assert log_without_times(shakespeare) == log_without_times(quiet)
+    assert train_log(shakespeare) == train_log(quiet)
 
 
 def test_target_loss_stops_training_early_saves_and_samples(shakespeare):
@@ -44,7 +29,7 @@ def test_target_loss_stops_training_early_saves_and_samples(shakespeare):
     ]
     result = run_script("gpt.py", args, shakespeare)
     assert result.returncode == 0, result.stderr
-    rows = log_without_times(shakespeare)
+    rows = train_log(shakespeare)
     assert float(rows[-1]["val_loss"]) <= 3.3 < float(rows[-2]["val_loss"])  # stopped at the first eval below
     assert int(rows[-1]["step"]) < 2000
     assert "reached the target val loss 3.3" in result.stdout
@@ -57,7 +42,7 @@ def test_epoch_in_the_log_is_tokens_seen_over_training_tokens(shakespeare):
     assert result.returncode == 0, result.stderr
     training_tokens = int(0.9 * len((shakespeare / "input.txt").read_text(encoding="utf-8")))  # chars = tokens
     assert f"training on the first {training_tokens:,}" in result.stdout
-    for row in log_without_times(shakespeare):
+    for row in train_log(shakespeare):
         assert int(row["tokens"]) == int(row["step"]) * 8 * 32  # batch_size x block_size per step
         assert float(row["epoch"]) == pytest.approx(int(row["tokens"]) / training_tokens, abs=5e-4)
 
