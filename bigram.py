@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt import get_batch, make_tokenizer, parse_overrides, random_starts, read_text, split_tokens
+from gpt import get_batch, load_tokens, parse_overrides, random_starts, split_tokens
 
 
 @dataclass
@@ -65,9 +65,8 @@ def main(argv: list[str]) -> None:
     s = BigramSettings(**parse_overrides(argv, BigramSettings))
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
-    text = read_text(s.input_file)
-    tokenizer = make_tokenizer(s.tokenizer, text)
-    train_data, val_data = split_tokens(tokenizer.encode(text), s.block_size)
+    tokens, tokenizer = load_tokens(s.input_file, s.tokenizer)
+    train_data, val_data = split_tokens(tokens, s.block_size)
     floor = count_table_loss(train_data, val_data, tokenizer.vocab_size, s.smoothing)
     print(f"count table (no training): val loss {floor:.4f}, the floor for any bigram model of this text")
 

@@ -14,9 +14,12 @@ import codecs
 import csv
 import dataclasses
 import difflib
+import itertools
+import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import sys
 import time
@@ -73,7 +76,7 @@ class Hyperparameters:
     # hardware
     device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one
     dtype: str = "auto"  # 'auto' asks the hardware what it does well; or 'float32', 'bfloat16', 'float16'
-    compile: bool = False  # torch.compile the training step (on by default on CUDA)
+    compile: bool = False  # torch.compile the training step (on by default on CUDA; on a CPU it did not pay off)
     # checkpoint and sampling
     init_from: str = ""  # start from OpenAI's GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a directory
     export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2 directory, then stop
@@ -126,6 +129,9 @@ class CharTokenizer:
             fail(f"the text has characters this model's vocabulary lacks: {''.join(unknown)!r}")
         return [self.stoi[ch] for ch in text]
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 
@@ -154,6 +160,9 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.enc.encode_ordinary(text)  # ordinary: '<|endoftext|>' in a text is just text
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(texts, num_threads=len(texts))  # in parallel threads
+
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(ids)  # bytes that are not valid UTF-8 become U+FFFD
 
@@ -172,30 +181,113 @@ def make_tokenizer(kind: str, text: str = "", chars: str = "") -> CharTokenizer 
     fail(f"--tokenizer must be 'char' or 'gpt2', not {kind!r}")
 
 
-def read_text(path: str) -> str:
+def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
+    """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
+
+    Each piece ends just before a line break that follows a non-space character. GPT-2's tokenizer
+    never joins characters across such a place, so the pieces encode to the same tokens as the whole.
+    """
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        file = open(path, "rb")
     except OSError as e:
         fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        fail(f"{path!r} is not UTF-8 text (byte {e.start}, line {line}): save it as UTF-8 and try again")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    rest, bytes_before, lines_before = "", 0, 0
+    with file:
+        while True:
+            raw = file.read(piece_bytes)
+            cut_char = decoder.getstate()[0]  # the first bytes of a character the last read cut in two
+            try:
+                text = rest + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:  # e.start counts from cut_char's first byte
+                byte, line = bytes_before - len(cut_char) + e.start, lines_before + raw[: e.start].count(b"\n") + 1
+                fail(f"{path!r} is not UTF-8 text (byte {byte}, line {line}): save it as UTF-8 and try again")
+            bytes_before, lines_before = bytes_before + len(raw), lines_before + raw.count(b"\n")
+            if not raw:
+                yield text
+                return
+            cut = text.rfind("\n")
+            while cut > 0 and text[cut - 1].isspace():
+                cut = text.rfind("\n", 0, cut)
+            if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
+                yield text[:cut]
+                rest = text[cut:]
+            else:
+                rest = text
+
+
+def read_text(path: str) -> str:
+    text = "".join(read_pieces(path))
     if not text.strip():
         fail(f"{path!r} is empty: put some text in it")
     return text
 
 
-def split_tokens(ids: list[int], block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def load_tokens(path: str, kind: str) -> tuple[np.ndarray, CharTokenizer | GPT2Tokenizer]:
+    """Every token of the text, as an array of uint16 mapped from a file beside it.
+
+    Tokenizing a big text takes a while, so it is done once: input.txt's tokens go to
+    input.txt.char.tokens (or .gpt2.tokens), and later runs reuse that file for as long as the text
+    keeps its size and modification time. The array is memory-mapped: the operating system reads
+    only the pages the batches touch, so a text larger than RAM trains, and a second start is instant.
+    """
+    make_tokenizer(kind)  # an unknown kind fails here, before any work
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
+    cache = f"{path}.{kind}.tokens"
+    text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
+    try:
+        with open(cache + ".json") as f:
+            info = json.load(f)
+        fresh = {key: info[key] for key in text_id} == text_id and os.path.getsize(cache) == 2 * info["tokens"]
+    except (OSError, ValueError, KeyError):  # no cache yet, or a damaged one
+        fresh = False
+    if not fresh:
+        info = write_token_cache(path, kind, cache, text_id)
+    tokenizer = make_tokenizer(kind, chars=info.get("chars", ""))
+    return np.memmap(cache, dtype=np.uint16, mode="r"), tokenizer
+
+
+def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
+    # a first pass checks the text and finds the characters it uses (the char tokenizer's vocabulary)
+    chars = set().union(*map(set, read_pieces(path)))
+    if not "".join(chars).strip():
+        fail(f"{path!r} is empty: put some text in it")
+    if kind == "char" and len(chars) > 2**16:
+        fail(f"{path!r} uses {len(chars):,} different characters, more than 65,536: use --tokenizer=gpt2")
+    tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
+    print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
+    n_tokens, pieces = 0, read_pieces(path)
+    tmp = f"{cache}.{os.getpid()}.tmp"  # the process id: two runs starting together never share a file
+    try:
+        with open(tmp, "wb") as f:
+            while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece per CPU core
+                for ids in tokenizer.encode_batch(batch):
+                    f.write(np.array(ids, dtype=np.uint16).tobytes())
+                    n_tokens += len(ids)
+        info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
+        with open(tmp + ".json", "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, cache)  # the tokens first, then the description that vouches for them
+        os.replace(tmp + ".json", cache + ".json")
+    except OSError as e:
+        fail(f"cannot save the tokens to {cache!r} ({e.strerror}): put the text in a folder you can write to")
+    finally:
+        for leftover in (tmp, tmp + ".json"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return info
+
+
+def split_tokens(tokens: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     """First 90% of the tokens to train on, last 10% to validate on (contiguous, so no leakage)."""
-    data = np.array(ids, dtype=np.uint16 if max(ids) < 2**16 else np.int32)
-    n = int(0.9 * len(data))
-    train_data, val_data = data[:n], data[n:]
+    n = int(0.9 * len(tokens))
+    train_data, val_data = tokens[:n], tokens[n:]
     if len(val_data) < block_size + 1:
         fail(
-            f"the text is {len(data):,} tokens, too short for block_size={block_size}: the 10% "
+            f"the text is {len(tokens):,} tokens, too short for block_size={block_size}: the 10% "
             f"validation split needs at least {block_size + 1}; use more text or a smaller --block_size"
         )
     return train_data, val_data
@@ -559,6 +651,50 @@ def open_log(path: str, resume_step: int | None) -> tuple:
     return file, log
 
 
+def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.ndarray, CharTokenizer | GPT2Tokenizer]:
+    """The training and validation tokens, and the tokenizer that reads them."""
+    tokens, tokenizer = load_tokens(hp.input_file, state["tokenizer"]["kind"] if state else hp.tokenizer)
+    if state:  # a resumed run keeps its vocabulary, though the text may have gained or lost characters since
+        saved = tokenizer_from(state)
+        if saved.to_dict() != tokenizer.to_dict():  # a char vocabulary: map the text's ids to the saved ones
+            tokens = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)[tokens]
+        tokenizer = saved
+    train_data, val_data = split_tokens(tokens, hp.block_size)
+    tokenizer.encode(hp.prompt)  # characters the model cannot read: say so now, not at the first sample
+    vocabulary, batches = f"{tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']}", len(tokens) // hp.batch_size
+    print(
+        f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = {batches // hp.block_size:,} "
+        f"batches of {hp.batch_size} x {hp.block_size}; training on the first {len(train_data):,}, validating on the "
+        f"last {len(val_data):,}"
+    )
+    return train_data, val_data, tokenizer
+
+
+def train_step(
+    train_model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float, autocast,
+) -> torch.Tensor:  # fmt: skip
+    """One optimizer step on this process's micro-batches (x, y): forward, backward, clip, AdamW.
+    Returns the last micro-batch's loss."""
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        # under DDP, share gradients between processes once per step, after the last micro-batch
+        ddp = isinstance(train_model, nn.parallel.DistributedDataParallel)
+        with train_model.no_sync() if ddp and not last else nullcontext():
+            with autocast:
+                _, loss = train_model(x, y)
+            # gradients add up over micro-batches (and DDP averages them over processes): dividing
+            # by the number of micro-batches makes the result the mean over the whole batch
+            scaler.scale(loss / len(batches)).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(train_model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 def train(
     hp: Hyperparameters,
     device: str,
@@ -578,7 +714,6 @@ def train(
         print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
         hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
-    text = read_text(hp.input_file)
     fine_tune = bool(hp.init_from) and not state
     if fine_tune:  # start from GPT-2: its weights, shape and tokenizer
         pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, hp.attention)
@@ -586,19 +721,11 @@ def train(
         hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                                  block_size=c.block_size, bias=True)  # fmt: skip
         print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
-    tokenizer = tokenizer_from(state) if state else make_tokenizer(hp.tokenizer, text)
+    train_data, val_data, tokenizer = load_data(hp, state)
     config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias,
                        hp.attention)  # fmt: skip
-    train_data, val_data = split_tokens(tokenizer.encode(text), hp.block_size)
-    tokenizer.encode(hp.prompt)  # characters the model cannot read: say so now, not at the first sample
     sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
-    n_tokens, batch_tokens = len(train_data) + len(val_data), hp.batch_size * hp.block_size
-    print(
-        f"data: {n_tokens:,} tokens of {hp.input_file} ({tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']} "
-        f"vocabulary) = {n_tokens // batch_tokens:,} batches of {hp.batch_size} x {hp.block_size}; training on the "
-        f"first {len(train_data):,}, validating on the last {len(val_data):,}"
-    )
     if sampler.random:
         print(f"one epoch (as many tokens as the training split) = {len(train_data) / tokens_per_step:,.1f} steps")
     else:
@@ -625,6 +752,8 @@ def train(
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
     # the compiled model runs the training step; evaluation, sampling and saving use the plain one
     train_model = torch.compile(model) if hp.compile else model
+    if hp.compile:
+        print("compiling the training step: the first step waits for it (--compile=False skips this)")
     if world_size > 1:  # averages the gradients of all processes during backward()
         train_model = nn.parallel.DistributedDataParallel(train_model)
     log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
@@ -696,28 +825,11 @@ def train(
             break  # the last step only evaluates, so the run always ends on a measured checkpoint
 
         t0 = time.time()
-        my_micro_steps = hp.grad_accum_steps // world_size
-        for micro_step in range(hp.grad_accum_steps):
-            # every process draws every micro-batch and trains on its share: micro-steps rank,
-            # rank + world_size, ... So a step sees the same batches however many processes run
-            starts = sampler.next_starts()
-            if micro_step % world_size != rank:
-                continue
-            x, y = get_batch(train_data, starts, hp.block_size, device)
-            last = micro_step >= hp.grad_accum_steps - world_size
-            # share gradients between processes once per step, after the last micro-step, not after each
-            with train_model.no_sync() if world_size > 1 and not last else nullcontext():
-                with autocast:
-                    _, loss = train_model(x, y)
-                # gradients add up over micro-steps (and DDP averages them over processes): dividing
-                # by this process's micro-steps makes the result the mean over the whole batch
-                scaler.scale(loss / my_micro_steps).backward()
-        if hp.grad_clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        # every process draws every micro-batch and trains on its share (micro-batches rank,
+        # rank + world_size, ...), so a step sees the same batches however many processes run
+        starts = [sampler.next_starts() for _ in range(hp.grad_accum_steps)][rank::world_size]
+        batches = [get_batch(train_data, s, hp.block_size, device) for s in starts]
+        loss = train_step(train_model, optimizer, scaler, batches, hp.grad_clip, autocast)
         loss = loss.item()  # waits for the step to finish (GPUs run asynchronously) before reading the clock
         if not math.isfinite(loss):
             fail(
@@ -1022,26 +1134,48 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
+def good_dtypes(device: str) -> dict[str, str]:
+    """The precisions this device does well, best first, each with the reason."""
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return {"bfloat16": "this GPU supports bf16", "float16": "", "float32": ""}
+        return {"float16": "this GPU has no bf16, so fp16 with a gradient scaler", "float32": ""}
+    if device == "cpu":
+        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
+        # elsewhere bf16 is emulated and slower, so fp32 stays. fp16 is for GPUs. (Asking the CPU, not
+        # timing it, keeps the choice, and so the run, the same however busy the machine is.)
+        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
+        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
+            return {"bfloat16": "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)", "float32": ""}
+        return {"float32": "this CPU has no native bf16 matmul"}
+    return {"float32": f"the safe choice on {device}", "bfloat16": "", "float16": ""}
+
+
 def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
     """The precision matmuls run in under autocast, and the reason it was chosen."""
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if requested != "auto":
-        if requested not in names:
-            fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
-        return names[requested], "asked for with --dtype"
-    if device.startswith("cuda"):
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "this GPU supports bf16"
-        return torch.float16, "this GPU has no bf16, so fp16 with a gradient scaler"
-    if device == "cpu":
-        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
-        # elsewhere bf16 is emulated and slower, so fp32 stays. (Asking the CPU, not timing it, keeps
-        # the choice, and so the run, the same however busy the machine is.)
-        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
-        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
-            return torch.bfloat16, "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)"
-        return torch.float32, "this CPU has no native bf16 matmul"
-    return torch.float32, f"the safe choice on {device}"
+    good = good_dtypes(device)
+    if requested == "auto":
+        best = next(iter(good))
+        return names[best], good[best]
+    if requested not in names:
+        fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
+    if requested not in good:
+        fail(f"this {device.split(':')[0]} cannot do {requested} well: use --dtype={', '.join(good)} or auto")
+    return names[requested], "asked for with --dtype"
+
+
+def compile_problem(device: str) -> str:
+    """Why torch.compile cannot work here, or '' when it can."""
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch.compile does not support Python {sys.version_info.major}.{sys.version_info.minor} yet"
+    if device == "cpu" and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", ""), "g++", "clang++", "cl")):
+        return "torch.compile turns the model into C++ on a CPU and needs a compiler (install g++ or clang)"
+    if device.startswith("cuda") and not torch.utils._triton.has_triton():
+        return "torch.compile needs triton on a GPU (pip install triton)"
+    if device == "mps":
+        return "torch.compile does not support Apple GPUs (mps) well yet"
+    return ""
 
 
 def resumed_settings(saved: dict, overrides: dict) -> dict:
@@ -1063,8 +1197,12 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
         return 0, 1, device
     rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     backend = "nccl" if device.startswith("cuda") else "gloo"  # NCCL between GPUs, gloo between CPUs
+    dist = torch.distributed
+    if not (dist.is_available() and getattr(dist, f"is_{backend}_available")()):
+        fail(f"this PyTorch cannot connect processes with {backend}: run `python gpt.py` without torchrun, "
+             f"or install a PyTorch build with {backend}")  # fmt: skip
     try:
-        torch.distributed.init_process_group(backend)
+        dist.init_process_group(backend)
     except Exception as e:
         fail(f"torchrun could not connect {world_size} processes with the {backend} backend ({type(e).__name__}: {e})")
     if device.startswith("cuda"):
@@ -1092,6 +1230,12 @@ def main(argv: list[str]) -> None:
         hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
     dtype, why = pick_dtype(device, hp.dtype)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
+    problem = compile_problem(device) if hp.compile and not (hp.sample or hp.export_hf) else ""
+    if problem and "compile" in overrides:
+        fail(f"--compile=True cannot work here: {problem}; use --compile=False")
+    if problem:
+        print(f"not compiling: {problem}")
+        hp = dataclasses.replace(hp, compile=False)
     # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's
     # state) in fp32: speed from bf16, accuracy of the updates from fp32
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()

@@ -4,8 +4,8 @@
     python bench/train.py --sizes=cpu --steps=3     # a quick look
     python bench/train.py --compile --gpt2_memory   # add torch.compile rows, and GPT-2's memory at context 1024
 
-A step is what gpt.py's training loop does: forward under autocast, backward, clip the gradient norm,
-AdamW step (gpt.make_optimizer), zero the gradients. The tokens are random: speed does not depend on
+A step is gpt.py's own train_step: forward under autocast, backward, clip the gradient norm, AdamW
+step (gpt.make_optimizer), zero the gradients. The tokens are random: speed does not depend on
 what the model reads. Every configuration runs in a fresh Python process, so its peak RSS is its own;
 the warm-up steps are left out and the median of the timed steps is reported.
 """
@@ -57,14 +57,10 @@ def measure(job: dict) -> dict:
     tokens = torch.randint(config.vocab_size, (job["batch"], config.block_size + 1))
     x, y = tokens[:, :-1], tokens[:, 1:]  # (B, T) each; made once, so the clock sees only the step
     times = []
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # as gpt.py: no loss scaling for bf16 or fp32
     for _ in range(job["warmup"] + job["steps"]):
         start = time.perf_counter()
-        with autocast:
-            _, loss = train_model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = gpt.train_step(train_model, optimizer, scaler, [(x, y)], hp.grad_clip, autocast)  # gpt.py's own step
         loss.item()  # CPU work is done when a call returns; on a GPU this would be the synchronisation
         times.append(time.perf_counter() - start)
     return {"params": model.num_params(), "times": times, "rss_mb": peak_rss_mb(), "rss_at_start_mb": rss_at_start}

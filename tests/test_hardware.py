@@ -1,0 +1,83 @@
+"""Precision, compile and torchrun: the hardware choices, and one clear line when one cannot work here."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, TINY, run_script, train_log
+
+SHORT = [*TINY, "--max_iters=30", "--eval_interval=10", "--num_samples=1", "--max_new_tokens=5"]
+
+
+def run_patched(patch: str, args: list[str], cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run gpt.py as `python gpt.py args`, after patch has made this machine look like another one."""
+    gpt = str(REPO / "gpt.py")
+    launch = f"import runpy, sys; {patch}; sys.argv = ['gpt.py', *{args!r}]; "
+    launch += f"runpy.run_path({gpt!r}, run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", launch], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compiled_training_follows_the_eager_loss_curve(shakespeare, tmp_path):
+    eager = run_script("gpt.py", SHORT, shakespeare)
+    assert eager.returncode == 0, eager.stderr
+    compiled_dir = tmp_path / "compiled"
+    compiled_dir.mkdir()
+    (compiled_dir / "input.txt").write_bytes((shakespeare / "input.txt").read_bytes())
+    compiled = run_script("gpt.py", [*SHORT, "--compile=True"], compiled_dir)
+    assert compiled.returncode == 0, compiled.stderr
+    assert "compiling the training step" in compiled.stdout
+    # the same math, fused into other kernels: float rounding differs, the curve does not
+    for a, b in zip(train_log(shakespeare), train_log(compiled_dir), strict=True):
+        assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 0.02
+
+
+def test_compile_without_a_cpp_compiler_is_refused_in_one_line(shakespeare):
+    no_compiler = {"PATH": str(shakespeare), "CXX": ""}  # a PATH with no g++ or clang++ on it
+    result = run_patched("pass", [*SHORT, "--compile=True"], shakespeare, no_compiler)
+    assert_one_line_error(result, "--compile=True cannot work here: torch.compile turns the model into C++ on a CPU")
+    assert not (shakespeare / "trained_model.pth").exists()
+
+
+def test_float16_on_a_cpu_is_refused_with_what_to_use_instead(shakespeare):
+    result = run_script("gpt.py", [*SHORT, "--device=cpu", "--dtype=float16"], shakespeare)
+    assert_one_line_error(result, "this cpu cannot do float16 well: use --dtype=")
+    assert not (shakespeare / "train_log.csv").exists()
+
+
+NO_NATIVE_BF16 = "import torch; torch.cpu._is_avx512_bf16_supported = torch.cpu._is_amx_tile_supported = lambda: False"
+
+
+def test_a_cpu_without_native_bf16_trains_in_float32_and_refuses_bfloat16(shakespeare):
+    auto = run_patched(NO_NATIVE_BF16, [*SHORT, "--device=cpu"], shakespeare)
+    assert auto.returncode == 0, auto.stderr
+    assert "cpu, float32: this CPU has no native bf16 matmul" in auto.stdout
+    asked = run_patched(NO_NATIVE_BF16, [*SHORT, "--device=cpu", "--dtype=bfloat16"], shakespeare)
+    assert_one_line_error(asked, "this cpu cannot do bfloat16 well: use --dtype=float32 or auto")
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        "import torch.distributed; torch.distributed.is_gloo_available = lambda: False",
+        "import torch.distributed; torch.distributed.is_available = lambda: False",
+    ],
+)
+def test_torchrun_without_a_backend_says_so_in_one_line(shakespeare, patch):
+    torchrun_env = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29533",
+    }
+    result = run_patched(patch, SHORT, shakespeare, torchrun_env)
+    assert_one_line_error(result, "this PyTorch cannot connect processes with gloo")
