@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 import tiktoken
@@ -181,16 +181,20 @@ def make_tokenizer(kind: str, text: str = "", chars: str = "") -> CharTokenizer 
     fail(f"--tokenizer must be 'char' or 'gpt2', not {kind!r}")
 
 
+def open_text(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
+
+
 def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
     """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
 
     Each piece ends just before a line break that follows a non-space character. GPT-2's tokenizer
     never joins characters across such a place, so the pieces encode to the same tokens as the whole.
     """
-    try:
-        file = open(path, "rb")
-    except OSError as e:
-        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
+    file = open_text(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     rest, bytes_before, lines_before = "", 0, 0
     with file:
@@ -232,10 +236,8 @@ def load_tokens(path: str, kind: str) -> tuple[np.ndarray, CharTokenizer | GPT2T
     only the pages the batches touch, so a text larger than RAM trains, and a second start is instant.
     """
     make_tokenizer(kind)  # an unknown kind fails here, before any work
-    try:
-        stat = os.stat(path)
-    except OSError as e:
-        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
+    with open_text(path) as f:
+        stat = os.fstat(f.fileno())
     cache = f"{path}.{kind}.tokens"
     text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
     try:
@@ -661,11 +663,12 @@ def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.n
         tokenizer = saved
     train_data, val_data = split_tokens(tokens, hp.block_size)
     tokenizer.encode(hp.prompt)  # characters the model cannot read: say so now, not at the first sample
-    vocabulary, batches = f"{tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']}", len(tokens) // hp.batch_size
+    vocabulary = f"{tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']}"
+    batches = len(tokens) // (hp.batch_size * hp.block_size)
     print(
-        f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = {batches // hp.block_size:,} "
-        f"batches of {hp.batch_size} x {hp.block_size}; training on the first {len(train_data):,}, validating on the "
-        f"last {len(val_data):,}"
+        f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = {batches:,} batches of "
+        f"{hp.batch_size} x {hp.block_size}; training on the first {len(train_data):,}, validating on the last "
+        f"{len(val_data):,}"
     )
     return train_data, val_data, tokenizer
 
@@ -676,10 +679,10 @@ def train_step(
 ) -> torch.Tensor:  # fmt: skip
     """One optimizer step on this process's micro-batches (x, y): forward, backward, clip, AdamW.
     Returns the last micro-batch's loss."""
+    ddp = isinstance(train_model, nn.parallel.DistributedDataParallel)
     for i, (x, y) in enumerate(batches):
         last = i == len(batches) - 1
         # under DDP, share gradients between processes once per step, after the last micro-batch
-        ddp = isinstance(train_model, nn.parallel.DistributedDataParallel)
         with train_model.no_sync() if ddp and not last else nullcontext():
             with autocast:
                 _, loss = train_model(x, y)
