@@ -34,6 +34,7 @@ import tiktoken
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 # -----------------------------------------------------------------------------
@@ -480,7 +481,7 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for the tokens idx (B, T), and the loss if targets are given.
+        """Logits (B, T, vocab_size) for the tokens idx (B, T); or, given targets, (None, the loss).
 
         With a cache (one dict per block), idx continues the tokens the cache has already seen.
         """
@@ -492,14 +493,32 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, n_embd)
         for i, block in enumerate(self.blocks):
             x = block(x, cache[i] if cache is not None else None)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size): a score for every possible next token
+        x = self.ln_f(x)
         if targets is None:
-            return logits, None
-        # (B * T, vocab_size) scores against (B * T,) targets. The softmax runs in fp32 (.float()): in
-        # bf16 its sum over thousands of scores would lose precision. reshape, not view: targets is
-        # a slice of the batch windows, not laid out contiguously in memory.
-        loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
-        return logits, loss
+            return self.lm_head(x), None  # (B, T, vocab_size): a score for every possible next token
+        return None, self.loss(x.view(B * T, -1), targets.reshape(B * T))  # reshape: targets is a strided slice
+
+    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the scores lm_head(x) (N, vocab_size) against targets (N,).
+
+        The scores are big: for GPT-2's 50,257 tokens and a batch of 4 x 1024 they take 0.8 GB in
+        fp32, and the loss and its gradient hold several copies. So they are computed for a chunk
+        of tokens at a time, and checkpoint() drops each chunk's scores as soon as its loss is
+        known and recomputes them in the backward pass: memory for one chunk, for the price of one
+        more lm_head matmul. A character vocabulary fits the whole batch in one chunk.
+        """
+        chunk = max(1, 2**24 // self.config.vocab_size)  # tokens whose fp32 scores take 64 MB
+
+        def chunk_loss(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            # The softmax runs in fp32 (.float()): in bf16 its sum over thousands of scores would
+            # lose precision.
+            return F.cross_entropy(self.lm_head(x).float(), targets, reduction="sum")
+
+        total = sum(
+            checkpoint(chunk_loss, x[i : i + chunk], targets[i : i + chunk], use_reentrant=False)
+            for i in range(0, len(x), chunk)
+        )
+        return total / len(x)
 
     @torch.no_grad()
     def stream(

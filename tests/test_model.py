@@ -36,6 +36,23 @@ def test_model_gives_the_same_logits_with_either_attention():
     torch.testing.assert_close(by_hand(idx)[0], sdpa(idx)[0], atol=1e-5, rtol=1e-5)
 
 
+def test_loss_in_chunks_equals_cross_entropy_of_all_the_logits_with_the_same_gradients():
+    # GPT-2's vocabulary makes chunks of 333 tokens, so 2 x 500 targets take four chunks, the last one short
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=50257, block_size=500, n_layer=1))
+    idx, targets = torch.randint(50257, (2, 500)), torch.randint(50257, (2, 500))
+    _, loss = model(idx, targets)
+    loss.backward()
+    chunked_gradients = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits, _ = model(idx)
+    expected = F.cross_entropy(logits.view(-1, 50257), targets.view(-1))  # PyTorch's, on every logit at once
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for chunked, whole in zip(chunked_gradients, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(chunked, whole)
+
+
 def test_changing_a_future_token_never_changes_earlier_logits():
     torch.manual_seed(0)
     model = GPT(tiny_config()).eval()
