@@ -672,6 +672,23 @@ def open_log(path: str, resume_step: int | None) -> tuple:
     return file, log
 
 
+def restore(
+    state: dict, model: GPT, optimizer: torch.optim.Optimizer, sampler: BatchSampler, hp: Hyperparameters, device: str
+) -> tuple[int, float, float]:
+    """Put a saved run back exactly where it stopped, random number generators included.
+    Returns its step, best val loss and training seconds so far."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):  # settings may have changed
+        group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=device.startswith("cuda"))
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and device.startswith("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    sampler.load_state_dict(state["sampler"])
+    print(f"resuming at step {state['step']} (best val loss so far {state['best_val_loss']:.4f})")
+    return state["step"], state["best_val_loss"], state["elapsed_s"]
+
+
 def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.ndarray, CharTokenizer | GPT2Tokenizer]:
     """The training and validation tokens, and the tokenizer that reads them."""
     tokens, tokenizer = load_tokens(hp.input_file, state["tokenizer"]["kind"] if state else hp.tokenizer)
@@ -757,17 +774,8 @@ def train(
     model = (pretrained if fine_tune else GPT(config)).to(device)
     optimizer = make_optimizer(model, hp, device)
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
-    if state:  # pick up exactly where the saved run stopped, random number generators included
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):  # settings may have changed
-            group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=device.startswith("cuda"))
-        start_step, best_val_loss, elapsed_before = state["step"], state["best_val_loss"], state["elapsed_s"]
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") and device.startswith("cuda"):
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        sampler.load_state_dict(state["sampler"])
-        print(f"resuming at step {start_step} (best val loss so far {best_val_loss:.4f})")
+    if state:
+        start_step, best_val_loss, elapsed_before = restore(state, model, optimizer, sampler, hp, device)
     print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
