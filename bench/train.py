@@ -109,9 +109,9 @@ def plan(args: argparse.Namespace, auto: str) -> list[dict]:
                              attention=attention, compile=compiled, warmup=args.warmup, steps=steps))  # fmt: skip
     if args.gpt2_memory:  # a few steps are enough: AdamW's state exists after the first
         config = {**SIZES["gpt2"][1], "block_size": 1024}
-        jobs.append(dict(size="gpt2 memory", label="GPT-2 124M, context 1024", note="gpt.py's default: memory",
-                         config=config, batch=4, dtype=auto, attention=DEFAULT_ATTENTION, compile=False,
-                         warmup=1, steps=2))  # fmt: skip
+        for attention, note in ((DEFAULT_ATTENTION, "gpt.py's default: memory"), (other, f"with {other} attention")):
+            jobs.append(dict(size="gpt2 memory", label="GPT-2 124M, context 1024", note=note, config=config, batch=4,
+                             dtype=auto, attention=attention, compile=False, warmup=1, steps=2))  # fmt: skip
     return jobs
 
 
