@@ -34,7 +34,7 @@ import tiktoken
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+import torch.utils.checkpoint
 from tqdm import tqdm
 
 # -----------------------------------------------------------------------------
@@ -56,14 +56,14 @@ class Hyperparameters:
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
     attention: str = "by_hand"  # 'by_hand': the explicit math; 'sdpa': PyTorch's fused kernel (see CausalSelfAttention)
     # training
-    batch_size: int = 32  # sequences per micro-step (8-64)
+    batch_size: int = 32  # sequences per micro-batch: one forward and backward pass (8-64)
     batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
     grad_accum_steps: int = 1  # micro-batches per optimizer step, over all processes (rounded up to a multiple)
     max_iters: int = 1500  # optimizer steps in the whole run (1500 take about 5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
-    warmup_iters: int = 100  # steps of linear warm-up from 0 to learning_rate
+    warmup_iters: int = 100  # steps over which the learning rate climbs linearly up to learning_rate
     weight_decay: float = 0.1  # AdamW weight decay, applied to weight matrices only
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.99  # AdamW second-moment decay (0.95-0.999)
@@ -205,7 +205,8 @@ def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
             try:
                 text = rest + decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:  # e.start counts from cut_char's first byte
-                byte, line = bytes_before - len(cut_char) + e.start, lines_before + raw[: e.start].count(b"\n") + 1
+                byte = bytes_before - len(cut_char) + e.start
+                line = lines_before + (cut_char + raw)[: e.start].count(b"\n") + 1
                 fail(f"{path!r} is not UTF-8 text (byte {byte}, line {line}): save it as UTF-8 and try again")
             bytes_before, lines_before = bytes_before + len(raw), lines_before + raw.count(b"\n")
             if not raw:
@@ -366,6 +367,10 @@ class GPTConfig:
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
     """Causal attention spelled out: what F.scaled_dot_product_attention computes, fused, in one call.
 
+    Every token emits a query (what it is looking for), a key (what it offers) and a value (what
+    it passes on). Several heads, each with its own q, k and v, let a token look for several
+    things at once.
+
     q is (B, n_head, T, head_size) for the newest T tokens; k and v are (B, n_head, T_all, head_size)
     for all tokens so far (T_all = T, except when generating with a KV cache). Each position mixes
     the values of itself and the positions before it, weighted by how well its query matches their keys.
@@ -404,15 +409,16 @@ class CausalSelfAttention(nn.Module):
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         dropout = self.dropout if self.training else 0.0
-        # Which one: on GPUs the fused SDPA kernel (flash attention) is far faster. On the 2-core CPU
-        # the README's numbers come from, the explicit version is as fast in fp32 and 1.37x faster
-        # per bf16 training step of the default model (bench/train.py), so CPUs use it.
+        # config.attention picks one; the same math either way. On GPUs the fused SDPA kernel (flash
+        # attention) is far faster. On the 2-core CPU of the README's benchmark, the explicit version
+        # is faster under bf16 for short contexts, so the CPU defaults use it.
         if self.attention == "by_hand":
             y = attention_by_hand(q, k, v, dropout)
         else:
             # the same math (a test proves it), fused into one kernel that never stores the (T, T)
-            # weights: flash attention on GPUs. One new token (T == 1) may look at all the cached
-            # ones, so it needs no mask.
+            # weights: flash attention on GPUs. GPT.stream feeds either a whole window with an empty
+            # cache, or one new token (T == 1), which may look at all the cached ones and needs no
+            # mask. (T > 1 on top of a cache would need an explicit mask: is_causal aligns top-left.)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -480,8 +486,10 @@ class GPT(nn.Module):
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for the tokens idx (B, T); or, given targets, (None, the loss).
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Without targets: (logits, None), the logits (B, T, vocab_size) scoring every possible next
+        token after each position of idx (B, T). With targets (B, T): (None, the mean loss). The
+        logits are then never built whole (see loss below), so there are none to return.
 
         With a cache (one dict per block), idx continues the tokens the cache has already seen.
         """
@@ -496,29 +504,38 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is None:
             return self.lm_head(x), None  # (B, T, vocab_size): a score for every possible next token
-        return None, self.loss(x.view(B * T, -1), targets.reshape(B * T))  # reshape: targets is a strided slice
+        # (B * T, n_embd) and (B * T,); reshape, not view: targets is a strided slice of the batch
+        return None, self.loss(x.view(B * T, -1), targets.reshape(B * T))
 
-    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the scores lm_head(x) (N, vocab_size) against targets (N,).
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """F.cross_entropy(self.lm_head(hidden), targets): hidden is (N, n_embd), targets (N,).
 
-        The scores are big: for GPT-2's 50,257 tokens and a batch of 4 x 1024 they take 0.8 GB in
-        fp32, and the loss and its gradient hold several copies. So they are computed for a chunk
-        of tokens at a time, and checkpoint() drops each chunk's scores as soon as its loss is
-        known and recomputes them in the backward pass: memory for one chunk, for the price of one
-        more lm_head matmul. A character vocabulary fits the whole batch in one chunk.
+        Cross-entropy is minus the log of the probability the model gave the true next token,
+        averaged over the N positions; a model guessing uniformly scores ln(vocab_size).
+
+        This computes exactly that (a test checks the loss and its gradients), in pieces, to save
+        memory. The scores lm_head(hidden) are big: for GPT-2's 50,257 tokens and a batch of
+        4 x 1024 they take 0.8 GB in fp32, and the loss and its gradient hold several copies. So
+        they are computed a chunk of tokens at a time, under activation checkpointing (nothing
+        goes to disk): each chunk's scores are dropped as soon as its loss is known, and recomputed
+        in the backward pass. Memory for one chunk, for the price of one more lm_head matmul. A
+        character vocabulary fits the whole batch in one chunk.
         """
-        chunk = max(1, 2**24 // self.config.vocab_size)  # tokens whose fp32 scores take 64 MB
+        chunk_tokens = max(1, 2**24 // self.config.vocab_size)  # tokens whose fp32 scores take 64 MB
 
-        def chunk_loss(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            # The softmax runs in fp32 (.float()): in bf16 its sum over thousands of scores would
-            # lose precision.
-            return F.cross_entropy(self.lm_head(x).float(), targets, reduction="sum")
+        def chunk_loss(hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            # the softmax inside cross_entropy runs in fp32 (.float()): in bf16 its sum over
+            # thousands of scores would lose precision
+            return F.cross_entropy(self.lm_head(hidden).float(), targets, reduction="sum")
 
         total = sum(
-            checkpoint(chunk_loss, x[i : i + chunk], targets[i : i + chunk], use_reentrant=False)
-            for i in range(0, len(x), chunk)
+            # use_reentrant=False: the variant PyTorch recommends, which works with DDP and compile
+            torch.utils.checkpoint.checkpoint(
+                chunk_loss, hidden[i : i + chunk_tokens], targets[i : i + chunk_tokens], use_reentrant=False
+            )
+            for i in range(0, len(hidden), chunk_tokens)
         )
-        return total / len(x)
+        return total / len(hidden)
 
     @torch.no_grad()
     def stream(
@@ -679,7 +696,9 @@ def restore(
     Returns its step, best val loss and training seconds so far."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):  # settings may have changed
+    # the command line may have changed betas or weight decay (the groups are make_optimizer's:
+    # matrices, then vectors), and fused must suit this device; the loop sets lr at every step
+    for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):
         group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=device.startswith("cuda"))
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and device.startswith("cuda"):
@@ -692,7 +711,7 @@ def restore(
 def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.ndarray, CharTokenizer | GPT2Tokenizer]:
     """The training and validation tokens, and the tokenizer that reads them."""
     tokens, tokenizer = load_tokens(hp.input_file, state["tokenizer"]["kind"] if state else hp.tokenizer)
-    if state:  # a resumed run keeps its vocabulary, though the text may have gained or lost characters since
+    if state:  # a resumed run keeps its vocabulary: characters the text lost since are fine, new ones refused
         saved = tokenizer_from(state)
         if saved.to_dict() != tokenizer.to_dict():  # a char vocabulary: map the text's ids to the saved ones
             tokens = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)[tokens]
@@ -743,7 +762,8 @@ def train(
     rank: int = 0,
     world_size: int = 1,
 ) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the best model.
+    """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the model with
+    the best val loss (other ranks: the last weights) and its tokenizer.
 
     Under torchrun, world_size processes each run this same function; rank 0 also logs and saves.
     """
@@ -761,8 +781,8 @@ def train(
                                  block_size=c.block_size, bias=True)  # fmt: skip
         print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
     train_data, val_data, tokenizer = load_data(hp, state)
-    config = GPTConfig(tokenizer.vocab_size, hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias,
-                       hp.attention)  # fmt: skip
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer, n_head=hp.n_head,
+                       n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, attention=hp.attention)  # fmt: skip
     sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     if sampler.random:
@@ -780,6 +800,8 @@ def train(
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
+    if state and state.get("scaler"):  # fp16 only: the loss scale it had found
+        scaler.load_state_dict(state["scaler"])
     # the compiled model runs the training step; evaluation, sampling and saving use the plain one
     train_model = torch.compile(model) if hp.compile else model
     if hp.compile:
@@ -795,7 +817,7 @@ def train(
             save_checkpoint(resume_path(hp.out_file), {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
-                "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(), "scaler": scaler.state_dict(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
                 "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
                 "hyperparameters": dataclasses.asdict(hp),
@@ -928,7 +950,7 @@ def print_sample_while_training(
     """
     with autocast:
         pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **sampling_options(hp))
-        text = "".join(piece for (piece,) in pieces)
+        text = "".join(piece for [piece] in pieces)  # one sample: each yield is a list of one piece
     tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
     model.train()  # generate_text switched to eval mode
 
@@ -1059,7 +1081,8 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
         fail(f"{name_or_dir!r} is a GPT-2 variant gpt.py cannot express ({options})")
     if loading["missing_keys"]:
         fail(f"{name_or_dir!r} lacks weights GPT-2 needs: {', '.join(loading['missing_keys'][:3])}")
-    config = GPTConfig(c.vocab_size, c.n_positions, c.n_layer, c.n_head, c.n_embd, dropout, True, attention)
+    config = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
+                       n_embd=c.n_embd, dropout=dropout, bias=True, attention=attention)  # fmt: skip
     model = GPT(config)
     hf_weights = hf.state_dict()
     with torch.no_grad():
@@ -1087,7 +1110,7 @@ def export_hf(checkpoint: dict, directory: str) -> None:
     hf = transformers.GPT2LMHeadModel(hf_config)
     ours = {hf_name(name): (w.t() if name.endswith(CONV1D_WEIGHTS) else w) for name, w in checkpoint["model"].items()}
     missing, unexpected = hf.load_state_dict(ours, strict=False)
-    if set(missing) - {"lm_head.weight"} or unexpected:  # the tied lm_head is the one tensor we store once
+    if set(missing) - {"lm_head.weight"} or unexpected:  # transformers ties lm_head to wte itself
         fail(f"cannot export: weights that do not map onto GPT-2 ({', '.join([*missing, *unexpected][:3])})")
     hf.save_pretrained(directory)
     print(f"exported to {directory}: load it with transformers.GPT2LMHeadModel.from_pretrained({directory!r})")
@@ -1123,7 +1146,7 @@ def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
         try:
             overrides[name] = kind(value)
         except ValueError:
-            fail(f"--{name} takes a {kind.__name__} value, not {value!r}")
+            fail(f"--{name} takes {dict(int='a whole number', float='a number')[kind.__name__]}, not {value!r}")
     return overrides
 
 
@@ -1135,8 +1158,14 @@ def check_settings(hp: Hyperparameters) -> None:
     for name, low in minimum.items():
         if getattr(hp, name) < low:
             fail(f"--{name} must be at least {low}, not {getattr(hp, name)}")
-    if not 0 <= hp.dropout < 1:
-        fail(f"--dropout must be from 0 up to (not including) 1, not {hp.dropout}")
+    for name in ("dropout", "beta1", "beta2"):
+        if not 0 <= getattr(hp, name) < 1:
+            fail(f"--{name} must be from 0 up to (not including) 1, not {getattr(hp, name)}")
+    if hp.prompt_file and not os.path.isfile(hp.prompt_file):
+        fail(f"--prompt_file={hp.prompt_file}: there is no such file")
+    out_folder = os.path.dirname(hp.out_file) or "."
+    if not os.path.isdir(out_folder):
+        fail(f"--out_file={hp.out_file}: there is no folder {out_folder!r}; create it first")
     if not 0 < hp.top_p <= 1:
         fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
     if not hp.learning_rate > 0:
@@ -1252,7 +1281,7 @@ def main(argv: list[str]) -> None:
         path = resume_path(Hyperparameters(**settings).out_file)
         if not os.path.exists(path):
             fail(f"nothing to resume: no {path!r} here (a run saves it at every evaluation and on Ctrl-C)")
-        state = load_checkpoint(path, device)
+        state = load_checkpoint(path, "cpu")  # random generator states must be CPU tensors; weights move later
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
     check_settings(hp)

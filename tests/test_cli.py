@@ -102,8 +102,8 @@ def test_training_with_gpt2_tokenizer(shakespeare):
     "args, message",
     [
         (["--n_layers=4"], "unknown setting '--n_layers=4': did you mean --n_layer?"),
-        (["--n_layer=four"], "--n_layer takes a int value, not 'four'"),
-        (["--learning_rate=fast"], "--learning_rate takes a float value"),
+        (["--n_layer=four"], "--n_layer takes a whole number, not 'four'"),
+        (["--learning_rate=fast"], "--learning_rate takes a number"),
         (["--compile=maybe"], "--compile takes true or false"),
         (["n_layer=4"], "unknown setting 'n_layer=4'"),
         (["--tokenizer=bpe"], "--tokenizer must be 'char' or 'gpt2'"),

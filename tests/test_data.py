@@ -37,6 +37,14 @@ def test_a_bad_byte_is_reported_where_python_finds_it_wherever_the_pieces_end(tm
         list(read_pieces(str(tmp_path / "input.txt"), piece_bytes))
 
 
+def test_a_bad_byte_right_after_a_character_cut_between_pieces_is_reported_on_its_own_line(tmp_path):
+    # 4-byte pieces cut 日 (3 bytes) after 2; the next piece holds its last byte, then x, the bad byte, a newline
+    data = "ab日".encode() + b"x\xff\nmore\n"
+    (tmp_path / "input.txt").write_bytes(data)
+    with pytest.raises(UserError, match=r"byte 6, line 1\)"):  # 日 starts at byte 2; \xff is byte 6 of line 1
+        list(read_pieces(str(tmp_path / "input.txt"), 4))
+
+
 def test_the_cache_holds_the_tokens_tiktoken_gives_and_is_reused_on_the_second_start(tmp_path):
     gpt2_tokenizer_or_skip()
     text = (REPO / "input.txt").read_text(encoding="utf-8")[:60_000] + TRICKY

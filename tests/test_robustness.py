@@ -151,7 +151,7 @@ def snapshot(folder: Path) -> dict:
         (None, ["--n_embd=31"], "n_embd (31) must be divisible by n_head (2)"),
         (None, ["--max_iter=5"], "did you mean --max_iters?"),
         (None, ["--batching=sliding", "--stride=50"], "--stride must be from 1 to block_size (32)"),
-        (None, ["--dropout=lots"], "--dropout takes a float value, not 'lots'"),
+        (None, ["--dropout=lots"], "--dropout takes a number, not 'lots'"),
         (
             None,
             ["--resume", "--tokenizer=gpt2"],
@@ -165,6 +165,9 @@ def snapshot(folder: Path) -> dict:
         (None, ["--eval_interval=0"], "--eval_interval must be at least 1, not 0"),
         (None, ["--top_p=0"], "--top_p must be above 0 and at most 1"),
         (None, ["--prompt_file"], "--prompt_file needs a value: --prompt_file=..."),
+        (None, ["--prompt_file=missing.txt"], "--prompt_file=missing.txt: there is no such file"),
+        (None, ["--beta2=1.5"], "--beta2 must be from 0 up to (not including) 1, not 1.5"),
+        (None, ["--out_file=nowhere/model.pth"], "there is no folder 'nowhere'; create it first"),
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
