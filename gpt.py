@@ -182,6 +182,11 @@ def make_tokenizer(kind: str, text: str = "", chars: str = "") -> CharTokenizer 
     fail(f"--tokenizer must be 'char' or 'gpt2', not {kind!r}")
 
 
+# Reading and tokenizing the text. The idea is one line, tokens = tokenizer.encode(open(path).read());
+# the functions below do the same in 4 MB pieces and keep the tokens in a file beside the text, so a
+# text larger than memory trains and the second start is instant. On a first read, skip to split_tokens.
+
+
 def open_text(path: str) -> BinaryIO:
     try:
         return open(path, "rb")
@@ -559,36 +564,13 @@ class GPT(nn.Module):
             else:
                 cache = [{} for _ in self.blocks] if use_cache else None
                 logits, _ = self(idx[:, start:], cache=cache)  # encode the whole window
-            next_token = sample_next_token(logits[:, -1, :].float(), **sampling)  # (B, 1)
+            next_token = sample_next_token(logits[:, -1, :].float(), **sampling)  # (B, 1); see Sampling below
             idx = torch.cat([idx, next_token], dim=1)
             yield next_token
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
         """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens)."""
         return torch.cat([idx, *self.stream(idx, max_new_tokens, **options)], dim=1)
-
-
-def sample_next_token(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one token per row of logits (B, vocab_size): returns (B, 1)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the likeliest
-    logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
-    if top_k > 0:  # keep the k likeliest tokens
-        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    if top_p < 1.0:  # nucleus: keep the smallest set of likeliest tokens whose probabilities reach top_p
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier tokens
-        sorted_probs[mass_before >= top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # renormalises by itself
 
 
 # -----------------------------------------------------------------------------
@@ -934,6 +916,29 @@ def plot_losses(log_path: str) -> None:
 
 # -----------------------------------------------------------------------------
 # Sampling: turn the trained model into text.
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token per row of logits (B, vocab_size): returns (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the likeliest
+    logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
+    if top_k > 0:  # keep the k likeliest tokens
+        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p < 1.0:  # nucleus: keep the smallest set of likeliest tokens whose probabilities reach top_p
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier tokens
+        sorted_probs[mass_before >= top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # renormalises by itself
 
 
 def sampling_options(hp: Hyperparameters) -> dict:
