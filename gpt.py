@@ -383,8 +383,9 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     T, T_all, head_size = q.size(-2), k.size(-2), q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
     # dividing by sqrt(head_size) keeps the scores' spread near 1, so softmax does not saturate
-    future = torch.ones(T, T_all, dtype=torch.bool, device=q.device).triu(diagonal=T_all - T + 1)
-    scores = scores.masked_fill(future, float("-inf"))  # a token may not look at tokens after it
+    # a token may not look at tokens after it: -inf added to those scores gives them weight 0
+    future = torch.full((T, T_all), float("-inf"), dtype=scores.dtype, device=q.device).triu(T_all - T + 1)
+    scores = scores + future  # (B, n_head, T, T_all); future is 0 on and below the diagonal
     weights = F.softmax(scores, dim=-1)  # (B, n_head, T, T_all), each row sums to 1
     weights = F.dropout(weights, dropout)  # randomly ignore some of the tokens attended to, in training
     return weights @ v  # (B, n_head, T, head_size)
