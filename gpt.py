@@ -49,8 +49,8 @@ class Hyperparameters:
     tokenizer: str = "char"  # 'char': one token per character; 'gpt2': GPT-2's BPE (50,257 tokens)
     # model (the defaults fit a laptop CPU; on a CUDA GPU, CUDA_DEFAULTS below replace them)
     n_layer: int = 4  # transformer blocks stacked on top of each other (2-12)
-    n_head: int = 4  # attention heads per block; must divide n_embd (2-12)
-    n_embd: int = 256  # width of every token's vector (64-768)
+    n_head: int = 6  # attention heads per block; must divide n_embd (2-12)
+    n_embd: int = 192  # width of every token's vector (64-768)
     block_size: int = 128  # context: how many tokens the model sees at once (32-1024)
     dropout: float = 0.0  # fraction of activations zeroed in training (0-0.2; 0 for short runs)
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
@@ -60,7 +60,7 @@ class Hyperparameters:
     batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
     grad_accum_steps: int = 1  # micro-batches per optimizer step, over all processes (rounded up to a multiple)
-    max_iters: int = 1500  # optimizer steps in the whole run (1500 take about 5 minutes on 2 CPU cores)
+    max_iters: int = 2250  # optimizer steps in the whole run (2250 take about 5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
     warmup_iters: int = 100  # steps over which the learning rate climbs linearly up to learning_rate
