@@ -384,8 +384,9 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
     # dividing by sqrt(head_size) keeps the scores' spread near 1, so softmax does not saturate
     # a token may not look at tokens after it: -inf added to those scores gives them weight 0
-    future = torch.full((T, T_all), float("-inf"), dtype=scores.dtype, device=q.device).triu(T_all - T + 1)
-    scores = scores + future  # (B, n_head, T, T_all); future is 0 on and below the diagonal
+    future = torch.full((T, T_all), float("-inf"), dtype=scores.dtype, device=q.device)
+    future = future.triu(diagonal=T_all - T + 1)  # -inf above the diagonal, 0 on and below it
+    scores = scores + future  # (B, n_head, T, T_all)
     weights = F.softmax(scores, dim=-1)  # (B, n_head, T, T_all), each row sums to 1
     weights = F.dropout(weights, dropout)  # randomly ignore some of the tokens attended to, in training
     return weights @ v  # (B, n_head, T, head_size)
