@@ -1178,7 +1178,8 @@ def check_settings(hp: Hyperparameters) -> None:
     if not hp.learning_rate > 0:
         fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
     if hp.n_embd % hp.n_head != 0:
-        fail(f"n_embd ({hp.n_embd}) must be divisible by n_head ({hp.n_head})")
+        heads = ", ".join(str(h) for h in range(1, 17) if hp.n_embd % h == 0)  # the head counts that fit
+        fail(f"n_embd ({hp.n_embd}) must be divisible by n_head ({hp.n_head}): use one of --n_head={heads}")
     choices = dict(attention=("by_hand", "sdpa"), batching=("random", "sliding"))
     for name, allowed in choices.items():
         if getattr(hp, name) not in allowed:

@@ -107,7 +107,8 @@ def test_training_with_gpt2_tokenizer(shakespeare):
         (["--compile=maybe"], "--compile takes true or false"),
         (["n_layer=4"], "unknown setting 'n_layer=4'"),
         (["--tokenizer=bpe"], "--tokenizer must be 'char' or 'gpt2'"),
-        (["--n_embd=30", "--n_head=4"], "n_embd (30) must be divisible by n_head (4)"),
+        # the head counts offered are the divisors of 30 up to 16
+        (["--n_embd=30", "--n_head=4"], "by n_head (4): use one of --n_head=1, 2, 3, 5, 6, 10, 15"),
         (["--input_file=missing.txt"], "cannot read 'missing.txt'"),
         (["--block_size=20000"], "too short for block_size=20000"),
         (["--sample"], "no checkpoint at 'trained_model.pth': train one first with `python gpt.py`"),
