@@ -12,6 +12,7 @@ GPT-2's own weights in and out, and finally the command line, the hardware and m
 
 import codecs
 import csv
+import ctypes
 import dataclasses
 import difflib
 import itertools
@@ -54,6 +55,7 @@ class Hyperparameters:
     block_size: int = 128  # context: how many tokens the model sees at once (32-1024)
     dropout: float = 0.0  # fraction of activations zeroed in training (0-0.2; 0 for short runs)
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
+    gelu: str = "exact"  # the MLP's GELU: 'exact', or GPT-2's 'tanh' approximation (see MLP)
     attention: str = "by_hand"  # 'by_hand': the explicit math; 'sdpa': PyTorch's fused kernel (see CausalSelfAttention)
     # training
     batch_size: int = 32  # sequences per micro-batch: one forward and backward pass (8-64)
@@ -366,6 +368,7 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0
     bias: bool = True
+    gelu: str = "tanh"  # GPT-2's GELU (see MLP); also what checkpoints saved without this field used
     attention: str = "sdpa"  # how attention is computed: the same math either way (see below)
 
 
@@ -437,7 +440,11 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # the tanh approximation is what GPT-2 used
+        # GELU(x) = x * P(X <= x) for a standard normal X: a smooth ReLU. GPT-2 used a tanh formula
+        # that approximates it (cheaper on 2018 GPUs) and its weights expect that; models trained here
+        # use the exact one. The two curves differ by at most 0.0005, 30x less than bf16's rounding
+        # at the same values, and the exact one is 3-4x faster (forward and backward) on bf16 CPUs.
+        self.gelu = nn.GELU(approximate="tanh" if config.gelu == "tanh" else "none")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -585,8 +592,12 @@ def make_optimizer(model: GPT, hp: Hyperparameters, device: str) -> torch.optim.
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": matrices, "weight_decay": hp.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    fused = device.startswith("cuda")  # one kernel for the whole update instead of one per tensor
-    return torch.optim.AdamW(groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
+    return torch.optim.AdamW(groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused_adamw(device))
+
+
+def fused_adamw(device: str) -> bool:
+    """One kernel for the whole update, instead of several per tensor: 3.5x faster on a CPU, and more on a GPU."""
+    return device.split(":")[0] in ("cpu", "cuda")
 
 
 def get_lr(step: int, hp: Hyperparameters) -> float:
@@ -683,7 +694,7 @@ def restore(
     # the command line may have changed betas or weight decay (the groups are make_optimizer's:
     # matrices, then vectors), and fused must suit this device; the loop sets lr at every step
     for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):
-        group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=device.startswith("cuda"))
+        group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=fused_adamw(device))
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and device.startswith("cuda"):
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -762,11 +773,12 @@ def train(
         pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, hp.attention)
         c = pretrained.config
         hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
-                                 block_size=c.block_size, bias=True)  # fmt: skip
+                                 block_size=c.block_size, bias=True, gelu=c.gelu)  # fmt: skip
         print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
     train_data, val_data, tokenizer = load_data(hp, state)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer, n_head=hp.n_head,
-                       n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, attention=hp.attention)  # fmt: skip
+                       n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, gelu=hp.gelu,
+                       attention=hp.attention)  # fmt: skip
     sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     if sampler.random:
@@ -1040,6 +1052,7 @@ def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokeni
 
 # transformers stores these as Conv1D layers, whose weights are (in, out): the transpose of nn.Linear's
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # transformers' names for GPT-2's tanh GELU ('gelu' is the exact one)
 
 
 def hf_name(name: str) -> str:
@@ -1076,7 +1089,7 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     if c.model_type != "gpt2":
         fail(f"{name_or_dir!r} holds a {c.model_type!r} model, not GPT-2")
     can_express = {  # the GPT-2 options gpt.py's model implements
-        "activation_function": c.activation_function in ("gelu_new", "gelu_pytorch_tanh"),  # tanh-approximated GELU
+        "activation_function": c.activation_function in (*TANH_GELU, "gelu"),  # GELU, tanh-approximated or exact
         "n_inner": c.n_inner in (None, 4 * c.n_embd),  # MLP 4x wide
         "layer_norm_epsilon": c.layer_norm_epsilon == 1e-5,
         "scale_attn_weights": c.scale_attn_weights,  # divide scores by sqrt(head_size)
@@ -1088,8 +1101,9 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
         fail(f"{name_or_dir!r} is a GPT-2 variant gpt.py cannot express ({options})")
     if loading["missing_keys"]:
         fail(f"{name_or_dir!r} lacks weights GPT-2 needs: {', '.join(loading['missing_keys'][:3])}")
+    gelu = "tanh" if c.activation_function in TANH_GELU else "exact"
     config = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
-                       n_embd=c.n_embd, dropout=dropout, bias=True, attention=attention)  # fmt: skip
+                       n_embd=c.n_embd, dropout=dropout, bias=True, gelu=gelu, attention=attention)  # fmt: skip
     model = GPT(config)
     hf_weights = hf.state_dict()
     with torch.no_grad():
@@ -1111,6 +1125,7 @@ def export_hf(checkpoint: dict, directory: str) -> None:
     hf_config = transformers.GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd, n_layer=config.n_layer,
         n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        activation_function=TANH_GELU[0] if config.gelu == "tanh" else "gelu",
         bos_token_id=50256 if config.vocab_size == 50257 else None,  # <|endoftext|>, in GPT-2's vocabulary
         eos_token_id=50256 if config.vocab_size == 50257 else None,
     )  # fmt: skip
@@ -1180,7 +1195,7 @@ def check_settings(hp: Hyperparameters) -> None:
     if hp.n_embd % hp.n_head != 0:
         heads = ", ".join(str(h) for h in range(1, 17) if hp.n_embd % h == 0)  # the head counts that fit
         fail(f"n_embd ({hp.n_embd}) must be divisible by n_head ({hp.n_head}): use one of --n_head={heads}")
-    choices = dict(attention=("by_hand", "sdpa"), batching=("random", "sliding"))
+    choices = dict(attention=("by_hand", "sdpa"), batching=("random", "sliding"), gelu=("exact", "tanh"))
     for name, allowed in choices.items():
         if getattr(hp, name) not in allowed:
             fail(f"--{name} must be one of {', '.join(allowed)}, not {getattr(hp, name)!r}")
@@ -1232,6 +1247,22 @@ def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
     return names[requested], "asked for with --dtype"
 
 
+def keep_freed_memory() -> None:
+    """Ask the C library to keep the memory PyTorch frees for reuse, instead of handing it back.
+
+    Every training step frees and allocates the same activation-sized blocks (megabytes each) again.
+    By default Linux's C library returns such blocks to the operating system, which gives them back
+    as fresh pages, each zeroed on its first touch: 10-15% of a step on the README's 2-core CPU.
+    Linux (glibc) only; elsewhere the allocator decides for itself and this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed memory
+        libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks up to 32 MB (the most it allows) come from that memory
+    except (OSError, AttributeError):  # no glibc, or no mallopt in it
+        pass
+
+
 def compile_problem(device: str) -> str:
     """Why torch.compile cannot work here, or '' when it can."""
     if not torch._dynamo.is_dynamo_supported():
@@ -1247,7 +1278,8 @@ def compile_problem(device: str) -> str:
 
 def resumed_settings(saved: dict, overrides: dict) -> dict:
     """A resumed run keeps its saved settings; the command line may change anything but the model's shape."""
-    for name in ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias"):
+    saved = {"gelu": "tanh", **saved}  # runs saved before the gelu setting existed used GPT-2's tanh
+    for name in ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu"):
         if name in overrides and overrides[name] != saved[name]:
             fail(
                 f"cannot resume with --{name}={overrides[name]}: the saved model has {name}={saved[name]}; "
@@ -1306,6 +1338,8 @@ def main(argv: list[str]) -> None:
     # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's
     # state) in fp32: speed from bf16, accuracy of the updates from fp32
     autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
+    if device == "cpu":
+        keep_freed_memory()
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32): ~8x faster
         torch.backends.cudnn.allow_tf32 = True

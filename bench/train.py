@@ -34,8 +34,13 @@ SIZES = {
     "gpt2": ("GPT-2 124M", dict(vocab_size=50257, block_size=128, n_layer=12, n_head=12, n_embd=768), 4),
 }
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-FP32_EAGER = ("float32", "SDPA", False)  # (dtype, attention, compiled) of the baseline every speed-up divides by
 DEFAULT_ATTENTION = "by hand" if gpt.Hyperparameters().attention == "by_hand" else "SDPA"  # gpt.py's on a CPU
+GELU = gpt.Hyperparameters().gelu  # the MLP's GELU in a model trained from scratch
+# A variant is the speed features a configuration uses. The baseline every speed-up divides by is the
+# same model in plain fp32 eager PyTorch: SDPA, AdamW as PyTorch makes it on a CPU (not fused), and
+# the C library's memory settings as they come.
+FEATURES = ("dtype", "attention", "compile", "gelu", "fused", "keep_memory")
+FP32_EAGER = dict(dtype="float32", attention="SDPA", compile=False, gelu=GELU, fused=False, keep_memory=False)
 
 
 def peak_rss_mb() -> float:
@@ -46,11 +51,16 @@ def peak_rss_mb() -> float:
 def measure(job: dict) -> dict:
     """Train one configuration for warmup + steps steps in this (fresh) process: step times and peak memory."""
     rss_at_start = peak_rss_mb()  # Python + torch + gpt.py, before any model exists
+    if job["keep_memory"]:
+        gpt.keep_freed_memory()
     torch.manual_seed(0)
-    config = gpt.GPTConfig(**job["config"], attention="by_hand" if job["attention"] == "by hand" else "sdpa")
+    attention = "by_hand" if job["attention"] == "by hand" else "sdpa"
+    config = gpt.GPTConfig(**job["config"], attention=attention, gelu=job["gelu"])
     model = gpt.GPT(config)
     hp = gpt.Hyperparameters()
     optimizer = gpt.make_optimizer(model, hp, "cpu")
+    for group in optimizer.param_groups:
+        group["fused"] = job["fused"]
     train_model = torch.compile(model) if job["compile"] else model  # as gpt.py: compile the training path
     dtype = getattr(torch, job["dtype"])
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
@@ -87,38 +97,58 @@ def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> tuple[float, floa
     return 2 * n**3 / min(times) / 1e9, 2 * n**3 / statistics.median(times) / 1e9
 
 
+def default_variant(auto: str) -> dict:
+    """What gpt.py runs on this CPU: its dtype, attention and GELU, eager, fused AdamW, freed memory kept."""
+    return dict(dtype=auto, attention=DEFAULT_ATTENTION, compile=False, gelu=GELU, fused=True, keep_memory=True)
+
+
+def key(variant: dict) -> tuple:
+    return tuple(variant[name] for name in FEATURES)
+
+
 def plan(args: argparse.Namespace, auto: str) -> list[dict]:
     """Every configuration to measure: per size the fp32 baseline, gpt.py's default, then each speed feature off."""
     other = "SDPA" if DEFAULT_ATTENTION == "by hand" else "by hand"
-    variants = [(*FP32_EAGER, "baseline: plain fp32 eager"), (auto, DEFAULT_ATTENTION, False, "gpt.py's default here")]
-    variants.append((auto, other, False, f"default with {other} attention"))
-    variants.append(("float32", DEFAULT_ATTENTION, False, "default without bf16"))
-    if args.compile:  # gpt.py --compile=true, then without each of the other two features
-        variants += [(auto, DEFAULT_ATTENTION, True, "default + compile")]
-        variants += [("float32", DEFAULT_ATTENTION, True, "compiled, without bf16")]
-        variants.append((auto, other, True, f"compiled, with {other} attention"))
-    variants = list({v[:3]: v for v in variants}.values())  # on a CPU without bf16 some coincide
+    other_gelu = "tanh" if GELU != "tanh" else "exact"
+    default = default_variant(auto)
+    variants = [  # (features, note): the baseline, gpt.py's default, then the default with one feature changed
+        (FP32_EAGER, "baseline: plain fp32 eager"),
+        (default, "gpt.py's default here"),
+        ({**default, "attention": other}, f"default with {other} attention"),
+        ({**default, "dtype": "float32"}, "default without bf16"),
+        ({**default, "fused": False}, "default without fused AdamW"),
+        ({**default, "keep_memory": False}, "default without keeping freed memory"),
+        ({**default, "gelu": other_gelu}, f"default with the {other_gelu} GELU"),
+    ]
+    if args.compile:  # gpt.py --compile=true, then without bf16, then with the other attention
+        compiled = {**default, "compile": True}
+        variants += [(compiled, "default + compile"), ({**compiled, "dtype": "float32"}, "compiled, without bf16")]
+        variants.append(({**compiled, "attention": other}, f"compiled, with {other} attention"))
+    variants = list({key(v): (v, note) for v, note in variants}.values())  # on a CPU without bf16 some coincide
     jobs = []
     for size in args.sizes.split(","):
         label, config, batch = SIZES[size]
         steps = args.gpt2_steps if size == "gpt2" else args.steps
         if size == "gpt2":
             config, label = {**config, "block_size": args.gpt2_context}, f"{label}, context {args.gpt2_context}"
-        for dtype, attention, compiled, note in variants:
-            jobs.append(dict(size=size, label=label, note=note, config=config, batch=batch, dtype=dtype,
-                             attention=attention, compile=compiled, warmup=args.warmup, steps=steps))  # fmt: skip
+        for variant, note in variants:
+            jobs.append(dict(size=size, label=label, note=note, config=config, batch=batch, **variant,
+                             warmup=args.warmup, steps=steps))  # fmt: skip
     if args.gpt2_memory:  # a few steps are enough: AdamW's state exists after the first
         config = {**SIZES["gpt2"][1], "block_size": 1024}
         for attention, note in ((DEFAULT_ATTENTION, "gpt.py's default: memory"), (other, f"with {other} attention")):
             jobs.append(dict(size="gpt2 memory", label="GPT-2 124M, context 1024", note=note, config=config, batch=4,
-                             dtype=auto, attention=attention, compile=False, warmup=1, steps=2))  # fmt: skip
+                             **{**default, "attention": attention}, warmup=1, steps=2))  # fmt: skip
     return jobs
 
 
 def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
     """Measure one configuration in a fresh process; note its numbers in measured; return its table row."""
-    variant, mode = (job["dtype"], job["attention"], job["compile"]), "compiled" if job["compile"] else "eager"
-    variant_name = f"{SHORT[job['dtype']]}, {job['attention']}, {mode}"
+    variant = key(job)
+    mode = "compiled" if job["compile"] else "eager"
+    adamw = "fused AdamW" if job["fused"] else "AdamW"
+    memory = ", memory kept" if job["keep_memory"] else ""
+    variant_name = f"{SHORT[job['dtype']]}, {job['attention']}, {mode}, {job['gelu']} GELU, {adamw}{memory}"
     print(f"{job['label']}: {variant_name} ...", end=" ", file=sys.stderr, flush=True)
     result = in_fresh_process(job)
     warmup_times, step_times = result["times"][: job["warmup"]], result["times"][job["warmup"] :]
@@ -131,7 +161,7 @@ def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
     tokens_per_s = job["batch"] * c["block_size"] / step_s
     fraction = tokens_per_s * flops_per_token / peak[job["dtype"]]
     measured[job["size"], variant] = (tokens_per_s, fraction, result["rss_mb"])
-    baseline = measured.get((job["size"], FP32_EAGER))
+    baseline = measured.get((job["size"], key(FP32_EAGER)))
     # compiling happens in the first step(s): their time beyond that of as many ordinary steps
     compile_s = f"{sum(warmup_times) - len(warmup_times) * step_s:.0f}" if job["compile"] else "-"
     ms = f"{step_s * 1000:,.0f} ({min(step_times) * 1000:,.0f}-{max(step_times) * 1000:,.0f})"
@@ -145,7 +175,7 @@ def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
 
 def targets(measured: dict, auto: str) -> str:
     """The issue's targets against what was measured above: met or not, never rounded into meeting them."""
-    default = (auto, DEFAULT_ATTENTION, False)  # what gpt.py runs on this CPU
+    default = key(default_variant(auto))
 
     def verdict(name: str, value: float | None, target: float, shown: str, at_least: bool = True) -> str:
         if value is None:
@@ -155,8 +185,8 @@ def targets(measured: dict, auto: str) -> str:
         return f"{name} {shown.format(value)} (target {goal}: {'met' if met else 'NOT met'})"
 
     def speed_up(size: str) -> float | None:  # gpt.py's default path over plain fp32 eager, same size
-        both = (size, default) in measured and (size, FP32_EAGER) in measured
-        return measured[size, default][0] / measured[size, FP32_EAGER][0] if both else None
+        both = (size, default) in measured and (size, key(FP32_EAGER)) in measured
+        return measured[size, default][0] / measured[size, key(FP32_EAGER)][0] if both else None
 
     baby_fraction = measured[("baby", default)][1] if ("baby", default) in measured else None
     memory = measured.get(("gpt2 memory", default))
@@ -203,11 +233,11 @@ def main() -> None:
         print(f"{SHORT[dtype]} matmul peak: {best:,.0f} GFLOP/s (best of 10 timed {n} x {n} @ {n} x {n} matmuls, "
               f"2 n^3 FLOPs each, after 2 warm-ups; median {median:,.0f})")  # fmt: skip
 
-    measured = {}  # (size, (dtype, attention, compiled)) -> (tokens/s, fraction of peak, peak RSS MB)
+    measured = {}  # (size, key(variant)) -> (tokens/s, fraction of peak, peak RSS MB)
     rows = [run(job, peak, measured) for job in plan(args, auto)]
-    columns = ["model", "params", "precision, attention, mode: variant", "ms/step (min-max)", "tokens/s",
-               "model FLOP/s", "of the dtype's matmul peak", "speed-up vs fp32 eager", "compile s", "peak RSS MB",
-               "of which at start"]  # fmt: skip
+    columns = ["model", "params", "precision, attention, mode, GELU, optimizer, memory: variant", "ms/step (min-max)",
+               "tokens/s", "model FLOP/s", "of the dtype's matmul peak", "speed-up vs fp32 eager", "compile s",
+               "peak RSS MB", "of which at start"]  # fmt: skip
     print("\n| " + " | ".join(columns) + " |")
     print("| --- | ---: | --- |" + " ---: |" * 8)
     for cells in rows:

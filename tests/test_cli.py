@@ -107,6 +107,7 @@ def test_training_with_gpt2_tokenizer(shakespeare):
         (["--compile=maybe"], "--compile takes true or false"),
         (["n_layer=4"], "unknown setting 'n_layer=4'"),
         (["--tokenizer=bpe"], "--tokenizer must be 'char' or 'gpt2'"),
+        (["--gelu=relu"], "--gelu must be one of exact, tanh, not 'relu'"),
         # the head counts offered are the divisors of 30 up to 16
         (["--n_embd=30", "--n_head=4"], "by n_head (4): use one of --n_head=1, 2, 3, 5, 6, 10, 15"),
         (["--input_file=missing.txt"], "cannot read 'missing.txt'"),

@@ -18,7 +18,9 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 def small_gpt2(**changes) -> "transformers.GPT2LMHeadModel":
     torch.manual_seed(0)
-    config = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=4, **changes)
+    # initializer_range=0.3 (GPT-2's is 0.02): larger weights put the MLP's inputs where the tanh
+    # and exact GELU differ by ~1e-3 in the logits, so a test mixing them up fails
+    config = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=4, initializer_range=0.3, **changes)
     return transformers.GPT2LMHeadModel(config).eval()
 
 
@@ -36,9 +38,11 @@ def hf_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def test_weights_from_hugging_face_give_the_same_logits(hf_dir):
-    hf = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
-    ours = from_pretrained(str(hf_dir)).eval()
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu"])  # GPT-2's tanh GELU, and the exact one
+def test_weights_from_hugging_face_give_the_same_logits(tmp_path, activation):
+    small_gpt2(activation_function=activation).save_pretrained(tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    ours = from_pretrained(str(tmp_path)).eval()
     idx = torch.randint(50257, (2, 64))
     with torch.no_grad():
         difference = (ours(idx)[0] - hf(idx).logits).abs().max().item()
@@ -73,6 +77,23 @@ def test_fine_tune_then_export_loads_in_transformers_with_the_same_logits(hf_dir
     with torch.no_grad():
         assert (ours(idx)[0] - hf(idx).logits).abs().max().item() < 1e-5
     assert not torch.equal(checkpoint["model"]["wte.weight"], from_pretrained(str(hf_dir)).wte.weight)  # it trained
+
+
+def test_a_model_trained_from_scratch_exports_with_its_exact_gelu(shakespeare):
+    # from scratch the MLP uses the exact GELU, not GPT-2's tanh one: the export must say so
+    result = run_script("gpt.py", [*TINY, "--max_iters=20", "--max_new_tokens=1"], shakespeare)
+    assert result.returncode == 0, result.stderr
+    exported = shakespeare / "exported"
+    assert run_script("gpt.py", [f"--export_hf={exported}"], shakespeare).returncode == 0
+
+    checkpoint = load_checkpoint(str(shakespeare / "trained_model.pth"), "cpu")
+    ours = GPT(GPTConfig(**checkpoint["config"])).eval()
+    ours.load_state_dict(checkpoint["model"])
+    hf = transformers.GPT2LMHeadModel.from_pretrained(exported).eval()
+    assert hf.config.activation_function == "gelu"
+    idx = torch.randint(ours.config.vocab_size, (2, 32))
+    with torch.no_grad():
+        assert (ours(idx)[0] - hf(idx).logits).abs().max().item() < 1e-5
 
 
 def test_sample_straight_from_a_pretrained_model(hf_dir, tmp_path):
