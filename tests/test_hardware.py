@@ -27,12 +27,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> 
 
 
 def test_compiled_training_follows_the_eager_loss_curve(shakespeare, tmp_path):
-    eager = run_script("gpt.py", SHORT, shakespeare)
+    # a gentle learning rate: at TINY's 1e-2 the loss leaves its first plateau at a step that
+    # float rounding alone can move, and the curves part for reasons that are not compile's
+    gentle = [*SHORT, "--learning_rate=3e-3", "--min_lr=3e-4"]
+    eager = run_script("gpt.py", gentle, shakespeare)
     assert eager.returncode == 0, eager.stderr
     compiled_dir = tmp_path / "compiled"
     compiled_dir.mkdir()
     (compiled_dir / "input.txt").write_bytes((shakespeare / "input.txt").read_bytes())
-    compiled = run_script("gpt.py", [*SHORT, "--compile=True"], compiled_dir)
+    compiled = run_script("gpt.py", [*gentle, "--compile=True"], compiled_dir)
     assert compiled.returncode == 0, compiled.stderr
     assert "compiling the training step" in compiled.stdout
     # the same math, fused into other kernels: float rounding differs, the curve does not
