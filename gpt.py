@@ -440,10 +440,10 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        # GELU(x) = x * P(X <= x) for a standard normal X: a smooth ReLU. GPT-2 used a tanh formula
-        # that approximates it (the GELU paper's quick form), and its weights expect it; models
-        # trained here use the exact one. The two curves differ by at most 0.0005 (near x = 2.7,
-        # where bf16 values are 0.016 apart), and the exact one is 3-4x faster on bf16 CPUs.
+        # GELU(x) = x * P(X <= x) for a standard normal X: a smooth ReLU. GPT-2 used the GELU paper's
+        # tanh approximation of it, and its weights expect that; models trained from scratch here use
+        # the exact one. The two curves differ by at most 0.0005, and on bf16 CPUs the exact one is
+        # 3-4x faster.
         self.gelu = nn.GELU(approximate="tanh" if config.gelu == "tanh" else "none")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -590,7 +590,7 @@ def make_optimizer(model: GPT, hp: Hyperparameters, device: str) -> torch.optim.
     # Weight decay pulls weights towards zero. It regularises the matrices (and embeddings) that do
     # the work; biases and LayerNorm gains are few, cannot overfit much, and their scale matters.
     # The CPU default, 1.0, is ten times the usual 0.1: a 5-minute run reads its 1 MB text 9 times
-    # and starts memorising it, and the stronger pull keeps it learning what carries over to a new play.
+    # and starts memorising it; the stronger pull keeps it learning what holds for text it has not seen.
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": matrices, "weight_decay": hp.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
@@ -598,7 +598,7 @@ def make_optimizer(model: GPT, hp: Hyperparameters, device: str) -> torch.optim.
 
 
 def fused_adamw(device: str) -> bool:
-    """One kernel for the whole update, instead of several per tensor: 3.5x faster on a CPU, and more on a GPU."""
+    """One kernel for the whole AdamW update instead of several per tensor: 3.5x faster updates on a CPU."""
     return device.split(":")[0] in ("cpu", "cuda")
 
 

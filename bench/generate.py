@@ -37,8 +37,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    attention = Hyperparameters().attention  # what a model trained with gpt.py's CPU defaults uses
-    config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, attention=attention)
+    defaults = Hyperparameters()  # the attention and GELU a model trained with gpt.py's CPU defaults uses
+    attention = defaults.attention
+    config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, attention=attention,
+                       gelu=defaults.gelu)  # fmt: skip
     model = GPT(config).eval()
     auto_dtype, why = pick_dtype("cpu", "auto")
     print(f"baby GPT: {model.num_params():,} parameters, context {config.block_size}, attention {attention}")

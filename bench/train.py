@@ -124,7 +124,10 @@ def plan(args: argparse.Namespace, auto: str) -> list[dict]:
         compiled = {**default, "compile": True}
         variants += [(compiled, "default + compile"), ({**compiled, "dtype": "float32"}, "compiled, without bf16")]
         variants.append(({**compiled, "attention": other}, f"compiled, with {other} attention"))
-    variants = list({key(v): (v, note) for v, note in variants}.values())  # on a CPU without bf16 some coincide
+    unique = {}  # on a CPU without bf16 some variants coincide: keep each one's first name
+    for variant, note in variants:
+        unique.setdefault(key(variant), (variant, note))
+    variants = list(unique.values())
     jobs = []
     for size in args.sizes.split(","):
         label, config, batch = SIZES[size]
