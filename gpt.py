@@ -1254,7 +1254,7 @@ def keep_freed_memory() -> None:
 
     Every training step frees and allocates the same activation-sized blocks (megabytes each) again.
     By default Linux's C library returns such blocks to the operating system, which gives them back
-    as fresh pages, each zeroed on its first touch: 10-15% of a step on the README's 2-core CPU.
+    as fresh pages, each zeroed on its first touch: 8-13% of a step on the README's 2-core CPU.
     Linux (glibc) only; elsewhere the allocator decides for itself and this does nothing.
     """
     try:

@@ -4,7 +4,7 @@
     python bench/matmuls.py --dtype=float32
 
 Every matmul of one training step, forward and backward, at the step's own shapes, each timed alone
-(median of 10, after 2 warm-ups) and added up, next to the same dtype's peak on 2048 x 2048 matrices.
+(median of 10, after 2 warm-ups) and added up, next to the same dtype's peak as bench/train.py measures it.
 Whatever else a step does (casts, softmax, LayerNorm, GELU, the optimizer) comes on top of this.
 """
 
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from train import matmul_gflops  # bench/train.py's peak: best of 10 timed 2048 x 2048 matmuls
 
 
 def median_seconds(f: Callable[[], object], repeats: int = 10) -> float:
@@ -55,12 +56,11 @@ def main() -> None:
     head_seconds, head_flops = linear(C, vocab_size)
     seconds = n_layer * sum(s for s, _ in per_layer) + head_seconds
     flops = n_layer * sum(f for _, f in per_layer) + head_flops
-    a, b = randn(2048, 2048), randn(2048, 2048)
-    peak = 2 * 2048**3 / min(median_seconds(lambda: a @ b) for _ in range(3))
+    peak = matmul_gflops(dtype, 2048, repeats=10)[0] * 1e9
     params = 12 * n_layer * C * C + vocab_size * C + T * C  # weights, tied embedding, positions (biases aside)
     model_flops = (6 * params + 12 * n_layer * T * C) * N  # nanoGPT's count, as bench/train.py
     print(f"{args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"peak on 2048 x 2048 matrices: {peak / 1e9:,.0f} GFLOP/s")
+    print(f"peak (best of 10 timed 2048 x 2048 matmuls, as bench/train.py): {peak / 1e9:,.0f} GFLOP/s")
     print(f"a baby GPT step's matmuls: {flops / 1e9:.0f} GFLOP in {seconds * 1e3:.0f} ms = {flops / seconds / 1e9:,.0f}"
           f" GFLOP/s ({flops / seconds / peak:.0%} of that peak)")  # fmt: skip
     print(f"the step's model FLOPs (nanoGPT's count): {model_flops / 1e9:.0f} G; at 65% of the peak the whole step"
