@@ -858,7 +858,10 @@ def train(
                           "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
             log_file.flush()
             tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if losses["val"] < best_val_loss:  # the model worth keeping: lean, no optimizer state
+            # the model worth keeping: lean, no optimizer state. Step 0's is untrained, and saving it
+            # would only replace what an earlier run left in out_file, so the first save follows training
+            done = step == hp.max_iters or losses["val"] <= hp.target_loss
+            if losses["val"] < best_val_loss and (step > 0 or done):
                 best_val_loss = losses["val"]
                 if master:
                     save_checkpoint(hp.out_file, {
@@ -884,7 +887,7 @@ def train(
         if not math.isfinite(loss):
             fail(
                 f"the loss became {loss} at step {step + 1}: the run diverged; try a lower --learning_rate. "
-                f"{hp.out_file} still holds the best model so far"
+                "Nothing was saved after it went bad"
             )
         tokens_per_sec = tokens_per_step / (time.time() - t0)
         epoch = (step + 1) * tokens_per_step / len(train_data)

@@ -1,5 +1,6 @@
 """Never lose a run, never run a stranger's code: resume, interrupts, kills, unsafe files, bad input."""
 
+import hashlib
 import os
 import random
 import shutil
@@ -27,6 +28,10 @@ def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def final_weights(folder: Path) -> dict:
@@ -185,9 +190,22 @@ def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup,
     assert all(".tokens" in name for name in after.keys() - before.keys())  # new: at most a token cache
 
 
-def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shakespeare):
+def test_a_diverging_run_stops_and_leaves_the_earlier_runs_model_untouched(shakespeare):
+    assert run_script("gpt.py", [*TINY, "--max_iters=20", "--max_new_tokens=1"], shakespeare).returncode == 0
+    before = digest(shakespeare / "trained_model.pth")
     result = run_script("gpt.py", [*TINY, "--learning_rate=1e6", "--warmup_iters=1", "--max_iters=50"], shakespeare)
     assert result.returncode != 0
     assert "the loss became nan" in result.stderr and "lower --learning_rate" in result.stderr
-    checkpoint = load_checkpoint(str(shakespeare / "trained_model.pth"), "cpu")
-    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    assert digest(shakespeare / "trained_model.pth") == before  # not replaced by the untrained step 0
+
+
+def test_a_run_interrupted_before_it_trained_leaves_the_earlier_runs_model_untouched(trained_folder):
+    before = digest(trained_folder / "trained_model.pth")
+    process = start_gpt([*TINY, "--max_iters=100000", "--seed=7"], trained_folder)
+    for line in process.stdout:  # step 0 has been evaluated: the point where a checkpoint used to be written
+        if line.startswith("step 0:"):
+            break
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert digest(trained_folder / "trained_model.pth") == before
