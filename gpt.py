@@ -1213,6 +1213,9 @@ def pick_device(requested: str) -> str:
         available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
         if not available.get(requested.split(":")[0]):
             fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
+        kind, _, index = requested.partition(":")
+        if kind == "cuda" and index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+            fail(f"--device={requested}: this machine's GPUs are cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return requested
     if torch.cuda.is_available():
         return "cuda"

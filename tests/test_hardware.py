@@ -56,6 +56,13 @@ def test_float16_on_a_cpu_is_refused_with_what_to_use_instead(shakespeare):
     assert not (shakespeare / "train_log.csv").exists()
 
 
+def test_a_gpu_number_this_machine_lacks_is_refused_with_the_ones_it_has(shakespeare):
+    two_gpus = "import torch; torch.cuda.is_available = lambda: True; torch.cuda.device_count = lambda: 2"
+    result = run_patched(two_gpus, [*SHORT, "--device=cuda:2"], shakespeare)
+    assert_one_line_error(result, "--device=cuda:2: this machine's GPUs are cuda:0 to cuda:1")
+    assert not (shakespeare / "train_log.csv").exists()
+
+
 NO_NATIVE_BF16 = "import torch; torch.cpu._is_avx512_bf16_supported = torch.cpu._is_amx_tile_supported = lambda: False"
 
 
