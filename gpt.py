@@ -412,8 +412,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         k = k.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         v = v.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
-        # cache: only when generating (see GPT.stream); training passes None
-        if cache is not None:  # keep every token's key and value, so each is computed once
+        # cache (only when generating, see GPT.stream): None = no cache (training); {} = start one with
+        # these tokens; filled = these tokens follow the cached ones. Each token's k and v are computed once.
+        if cache is not None:
             if cache:
                 k = torch.cat([cache["k"], k], dim=2)  # (B, n_head, past + T, head_size)
                 v = torch.cat([cache["v"], v], dim=2)
@@ -809,16 +810,19 @@ def train(
     log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
     log_file, log = open_log(log_path if master else os.devnull, start_step if state else None)
 
+    def model_file(step: int) -> dict:
+        """What --sample needs: the weights and everything that says how to read them."""
+        return {"model": model.state_dict(), "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
+                "step": step, "best_val_loss": best_val_loss, "hyperparameters": dataclasses.asdict(hp)}  # fmt: skip
+
     def save_state(step: int) -> None:
-        """Everything --resume needs to continue as if the run had never stopped."""
+        """Everything --resume needs to continue as if the run had never stopped: the model file and more."""
         if master:
             save_checkpoint(resume_path(hp.out_file), {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "best_val_loss": best_val_loss, "elapsed_s": elapsed_before + time.time() - start_time,
-                "torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict(), "scaler": scaler.state_dict(),
+                **model_file(step), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                "scaler": scaler.state_dict(), "elapsed_s": elapsed_before + time.time() - start_time,
+                "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
-                "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
-                "hyperparameters": dataclasses.asdict(hp),
             })  # fmt: skip
 
     interrupted = False
@@ -864,11 +868,7 @@ def train(
             if losses["val"] < best_val_loss and (step > 0 or done):
                 best_val_loss = losses["val"]
                 if master:
-                    save_checkpoint(hp.out_file, {
-                        "model": model.state_dict(), "config": dataclasses.asdict(config),
-                        "tokenizer": tokenizer.to_dict(), "step": step, "best_val_loss": best_val_loss,
-                        "hyperparameters": dataclasses.asdict(hp),
-                    })  # fmt: skip
+                    save_checkpoint(hp.out_file, model_file(step))
             if losses["val"] <= hp.target_loss:
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break
