@@ -712,7 +712,9 @@ def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.n
     if state:  # a resumed run keeps its vocabulary: characters the text lost since are fine, new ones refused
         saved = tokenizer_from(state)
         if saved.to_dict() != tokenizer.to_dict():  # a char vocabulary: map the text's ids to the saved ones
-            tokens = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)[tokens]
+            # new_to_saved[i] is the saved id of the text's character i (a text now using 'ac', saved 'abc': [0, 2])
+            new_to_saved = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)
+            tokens = new_to_saved[tokens]
         tokenizer = saved
     train_data, val_data = split_tokens(tokens, hp.block_size)
     tokenizer.encode(hp.prompt)  # characters the model cannot read: say so now, not at the first sample
