@@ -827,6 +827,27 @@ def train(
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
             })  # fmt: skip
 
+    def evaluate(step: int, lr: float) -> float:
+        """Score both splits, log the scores, keep the model if its val loss is the best yet; return that loss."""
+        nonlocal best_val_loss
+        save_state(step)  # before evaluating: a run resumed from here evaluates step again
+        losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
+        tokens = step * tokens_per_step
+        elapsed = elapsed_before + time.time() - start_time
+        log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / len(train_data):.3f}",
+                      "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
+                      "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
+        log_file.flush()
+        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        # the model worth keeping: lean, no optimizer state. Step 0's is untrained, and saving it
+        # would only replace what an earlier run left in out_file, so the first save follows training
+        last = step == hp.max_iters or losses["val"] <= hp.target_loss
+        if losses["val"] < best_val_loss and (step > 0 or last):
+            best_val_loss = losses["val"]
+            if master:
+                save_checkpoint(hp.out_file, model_file(step))
+        return losses["val"]
+
     interrupted = False
 
     def on_ctrl_c(signum: int, frame) -> None:
@@ -855,23 +876,7 @@ def train(
             group["lr"] = lr
 
         if step % hp.eval_interval == 0 or step == hp.max_iters:
-            save_state(step)  # before evaluating: a run resumed from here evaluates step again
-            losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
-            tokens = step * tokens_per_step
-            elapsed = elapsed_before + time.time() - start_time
-            log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / len(train_data):.3f}",
-                          "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
-                          "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
-            log_file.flush()
-            tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            # the model worth keeping: lean, no optimizer state. Step 0's is untrained, and saving it
-            # would only replace what an earlier run left in out_file, so the first save follows training
-            done = step == hp.max_iters or losses["val"] <= hp.target_loss
-            if losses["val"] < best_val_loss and (step > 0 or done):
-                best_val_loss = losses["val"]
-                if master:
-                    save_checkpoint(hp.out_file, model_file(step))
-            if losses["val"] <= hp.target_loss:
+            if evaluate(step, lr) <= hp.target_loss:
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break
         if hp.sample_interval and step % hp.sample_interval == 0 and master:
