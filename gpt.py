@@ -310,10 +310,10 @@ def get_batch(
     """The windows of block_size + 1 tokens beginning at starts: x is each window but its last token,
     y each window but its first, so y[b, t] is the token that follows x[b, :t+1]."""
     windows = torch.stack([torch.from_numpy(data[i : i + block_size + 1].astype(np.int64)) for i in starts])
-    x, y = windows[:, :-1], windows[:, 1:]  # (B, T) each
     if device.startswith("cuda"):  # from page-locked memory the copy runs while the GPU computes
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+        windows = windows.pin_memory().to(device, non_blocking=True)
+    windows = windows.to(device)  # (B, T + 1)
+    return windows[:, :-1], windows[:, 1:]  # x and y, (B, T) each
 
 
 def random_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -693,14 +693,15 @@ def restore(
     """Put a saved run back exactly where it stopped, random number generators included.
     Returns its step, best val loss and training seconds so far."""
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
     # the command line may have changed betas or weight decay (the groups are make_optimizer's:
-    # matrices, then vectors), and fused must suit this device; the loop sets lr at every step
-    for group, decay in zip(optimizer.param_groups, (hp.weight_decay, 0.0)):
+    # matrices, then vectors), and fused must suit this device, which decides where the optimizer's
+    # step counts are loaded to; the loop sets lr at every step
+    for group, decay in zip(state["optimizer"]["param_groups"], (hp.weight_decay, 0.0)):
         group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=fused_adamw(device))
+    optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and device.startswith("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if state.get("cuda_rng") and device.startswith("cuda"):  # this GPU's generator (every process's is the same)
+        torch.cuda.set_rng_state(state["cuda_rng"][0], device)
     sampler.load_state_dict(state["sampler"])
     print(f"resuming at step {state['step']} (best val loss so far {state['best_val_loss']:.4f})")
     return state["step"], state["best_val_loss"], state["elapsed_s"]
@@ -824,7 +825,7 @@ def train(
                 **model_file(step), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
                 "scaler": scaler.state_dict(), "elapsed_s": elapsed_before + time.time() - start_time,
                 "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
+                "cuda_rng": [torch.cuda.get_rng_state(device)] if device.startswith("cuda") else [],
             })  # fmt: skip
 
     def evaluate(step: int, lr: float) -> float:
@@ -860,11 +861,12 @@ def train(
     start_time = time.time()
     progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0, disable=not master)
     for step in range(start_step, hp.max_iters + 1):
+        stop = interrupted
         if world_size > 1:  # every process must stop at the same step, or the others would wait forever
-            stop = torch.tensor(float(interrupted), device=device)
-            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-            interrupted = bool(stop.item())
-        if interrupted:
+            anyone = torch.tensor(float(interrupted), device=device)
+            torch.distributed.all_reduce(anyone, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(anyone.item())  # (a Ctrl-C arriving after this process sent 0 stops the next step)
+        if stop:
             save_state(step)
             progress.close()
             where = "" if hp.out_file == "trained_model.pth" else f" --out_file={hp.out_file}"
@@ -1234,7 +1236,7 @@ def pick_device(requested: str) -> str:
 def good_dtypes(device: str) -> dict[str, str]:
     """The precisions this device does well, best first, each with the reason."""
     if device.startswith("cuda"):
-        if torch.cuda.is_bf16_supported():
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slow: those GPUs get fp16
             return {"bfloat16": "this GPU supports bf16", "float16": "", "float32": ""}
         return {"float16": "this GPU has no bf16, so fp16 with a gradient scaler", "float32": ""}
     if device == "cpu":
@@ -1310,6 +1312,8 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
     if "RANK" not in os.environ:
         return 0, 1, device
     rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    if device == "mps":
+        fail("torchrun cannot connect processes on Apple GPUs (mps): add --device=cpu, or run `python gpt.py`")
     backend = "nccl" if device.startswith("cuda") else "gloo"  # NCCL between GPUs, gloo between CPUs
     dist = torch.distributed
     if not (dist.is_available() and getattr(dist, f"is_{backend}_available")()):

@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, TINY, run_script, train_log
 
+# what torchrun sets for a one-process run (the tests stop before any process connects)
+TORCHRUN_ENV = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
 SHORT = [*TINY, "--max_iters=30", "--eval_interval=10", "--num_samples=1", "--max_new_tokens=5"]
 
 
@@ -63,6 +66,21 @@ def test_a_gpu_number_this_machine_lacks_is_refused_with_the_ones_it_has(shakesp
     assert not (shakespeare / "train_log.csv").exists()
 
 
+def test_a_gpu_that_only_emulates_bf16_trains_in_float16_with_a_scaler(monkeypatch):
+    import gpt  # a T4 or V100: bf16 tensors work, but without bf16 matmul units they are slow
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert next(iter(gpt.good_dtypes("cuda"))) == "float16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert next(iter(gpt.good_dtypes("cuda"))) == "bfloat16"
+
+
+def test_torchrun_on_an_apple_gpu_is_refused_with_what_to_use(shakespeare):
+    mps_only = "import torch; torch.backends.mps.is_available = lambda: True"
+    result = run_patched(mps_only, SHORT, shakespeare, TORCHRUN_ENV)
+    assert_one_line_error(result, "torchrun cannot connect processes on Apple GPUs (mps): add --device=cpu")
+
+
 NO_NATIVE_BF16 = "import torch; torch.cpu._is_avx512_bf16_supported = torch.cpu._is_amx_tile_supported = lambda: False"
 
 
@@ -82,12 +100,5 @@ def test_a_cpu_without_native_bf16_trains_in_float32_and_refuses_bfloat16(shakes
     ],
 )
 def test_torchrun_without_a_backend_says_so_in_one_line(shakespeare, patch):
-    torchrun_env = {
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29533",
-    }
-    result = run_patched(patch, SHORT, shakespeare, torchrun_env)
+    result = run_patched(patch, SHORT, shakespeare, TORCHRUN_ENV)
     assert_one_line_error(result, "this PyTorch cannot connect processes with gloo")
