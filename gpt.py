@@ -312,7 +312,8 @@ def get_batch(
     windows = torch.stack([torch.from_numpy(data[i : i + block_size + 1].astype(np.int64)) for i in starts])
     if device.startswith("cuda"):  # from page-locked memory the copy runs while the GPU computes
         windows = windows.pin_memory().to(device, non_blocking=True)
-    windows = windows.to(device)  # (B, T + 1)
+    else:
+        windows = windows.to(device)
     return windows[:, :-1], windows[:, 1:]  # x and y, (B, T) each
 
 
@@ -1220,9 +1221,9 @@ def check_settings(hp: Hyperparameters) -> None:
 def pick_device(requested: str) -> str:
     if requested != "auto":
         available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-        if not available.get(requested.split(":")[0]):
+        kind, _, index = requested.partition(":")  # 'cuda:1' -> 'cuda', '1'
+        if not available.get(kind):
             fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
-        kind, _, index = requested.partition(":")
         if kind == "cuda" and index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
             fail(f"--device={requested}: this machine's GPUs are cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return requested

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, run_script, train_log
+from gpt import good_dtypes
 
 # what torchrun sets for a one-process run (the tests stop before any process connects)
 TORCHRUN_ENV = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
@@ -67,12 +68,11 @@ def test_a_gpu_number_this_machine_lacks_is_refused_with_the_ones_it_has(shakesp
 
 
 def test_a_gpu_that_only_emulates_bf16_trains_in_float16_with_a_scaler(monkeypatch):
-    import gpt  # a T4 or V100: bf16 tensors work, but without bf16 matmul units they are slow
-
+    # a T4 or V100: bf16 tensors work, but without bf16 matmul units they are slow
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert next(iter(gpt.good_dtypes("cuda"))) == "float16"
+    assert next(iter(good_dtypes("cuda"))) == "float16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
-    assert next(iter(gpt.good_dtypes("cuda"))) == "bfloat16"
+    assert next(iter(good_dtypes("cuda"))) == "bfloat16"
 
 
 def test_torchrun_on_an_apple_gpu_is_refused_with_what_to_use(shakespeare):
