@@ -385,9 +385,8 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     the values of itself and the positions before it, weighted by how well its query matches their keys.
     """
     T, T_all, head_size = q.size(-2), k.size(-2), q.size(-1)
-    # scores are q @ k^T / sqrt(head_size): dividing keeps their spread near 1, so softmax does not
-    # saturate. Dividing q first gives the same scores with T_all / head_size times fewer divisions.
-    scores = (q / math.sqrt(head_size)) @ k.transpose(-2, -1)  # (B, n_head, T, T_all)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
+    # dividing by sqrt(head_size) keeps the scores' spread near 1, so softmax does not saturate
     # a token may not look at tokens after it: -inf added to those scores gives them weight 0
     future = torch.full((T, T_all), float("-inf"), dtype=scores.dtype, device=q.device)
     future = future.triu(diagonal=T_all - T + 1)  # -inf above the diagonal, 0 on and below it
