@@ -834,6 +834,10 @@ def train(
         nonlocal best_val_loss
         save_state(step)  # before evaluating: a run resumed from here evaluates step again
         losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
+        if world_size > 1:  # all go by rank 0's val loss: a process that stopped alone would leave the rest waiting
+            val = torch.tensor(losses["val"], dtype=torch.float64, device=device)  # other GPU kinds round differently
+            torch.distributed.broadcast(val, src=0)
+            losses["val"] = val.item()
         tokens = step * tokens_per_step
         elapsed = elapsed_before + time.time() - start_time
         log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / len(train_data):.3f}",
@@ -1369,7 +1373,8 @@ def main(argv: list[str]) -> None:
         model, tokenizer = load_for_sampling(hp, device)
     else:
         model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
-        if world_size > 1:
+        if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
     if rank == 0:
         print_samples(model, tokenizer, hp, autocast)

@@ -13,12 +13,10 @@ def val_losses(folder: Path) -> list[float]:
     return [float(row["val_loss"]) for row in train_log(folder)]
 
 
-def run_torchrun(args: list[str], cwd: Path, port: int) -> subprocess.CompletedProcess:
-    """gpt.py in 2 CPU processes under torchrun, as `torchrun --nproc_per_node=2 gpt.py ...`."""
+def run_torchrun(args: list[str], cwd: Path, port: int, script: Path = REPO / "gpt.py") -> subprocess.CompletedProcess:
+    """gpt.py (or script, which runs it) in 2 CPU processes under torchrun: `torchrun --nproc_per_node=2 gpt.py ...`."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
-    return subprocess.run(
-        [*torchrun, str(REPO / "gpt.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([*torchrun, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(shakespeare):
@@ -41,3 +39,27 @@ def test_torchrun_with_the_default_settings_rounds_accumulation_up_and_trains(sh
     assert result.returncode == 0, result.stderr
     assert "2 processes: grad_accum_steps raised from 1 to 2" in result.stdout
     assert len(val_losses(shakespeare)) == 3
+
+
+# Runs gpt.py with rank 1 scoring every token 1.0 worse than rank 0 does: a GPU of another kind, which rounds
+# differently, exaggerated. A constant added to the loss leaves its gradients, so both train the same model.
+RANK_1_SCORES_WORSE = """
+import os, runpy, torch
+cross_entropy = torch.nn.functional.cross_entropy
+def worse(logits, targets, **options):  # gpt.py sums the loss over the targets: +1.0 for each
+    return cross_entropy(logits, targets, **options) + len(targets)
+if os.environ["RANK"] == "1":
+    torch.nn.functional.cross_entropy = worse
+runpy.run_path({gpt!r}, run_name="__main__")
+"""
+
+
+def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_differ(shakespeare):
+    (shakespeare / "launch.py").write_text(RANK_1_SCORES_WORSE.format(gpt=str(REPO / "gpt.py")))
+    args = [*ARGS, "--max_iters=60", "--target_loss=3.3"]
+    result = run_torchrun(args, shakespeare, port=29519, script=shakespeare / "launch.py")
+    # rank 1 never reaches 3.3 by its own count. Going on alone, it would wait in vain for rank 0 at the
+    # next step (gloo notices rank 0 has left and fails it; NCCL on GPUs would wait until a timeout)
+    assert result.returncode == 0, result.stderr
+    assert "reached the target val loss 3.3 at step 20: stopping early" in result.stdout
+    assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20"]
