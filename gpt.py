@@ -875,8 +875,9 @@ def train(
             save_state(step)
             progress.close()
             where = "" if hp.out_file == "trained_model.pth" else f" --out_file={hp.out_file}"
+            launch = f"torchrun --nproc_per_node={world_size}" if world_size > 1 else "python"
             print(f"interrupted at step {step}; saved {resume_path(hp.out_file)}")
-            print(f"to continue: python gpt.py --resume{where}")
+            print(f"to continue: {launch} gpt.py --resume{where}")
             raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:

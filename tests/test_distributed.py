@@ -1,5 +1,7 @@
 """torchrun with 2 CPU processes (gloo) trains the same model a single process does with the same global batch."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,13 @@ def val_losses(folder: Path) -> list[float]:
     return [float(row["val_loss"]) for row in train_log(folder)]
 
 
+def torchrun(port: int, script: Path = REPO / "gpt.py") -> list[str]:
+    """`torchrun --nproc_per_node=2 gpt.py` (or script, which runs it): 2 CPU processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)]
+
+
 def run_torchrun(args: list[str], cwd: Path, port: int, script: Path = REPO / "gpt.py") -> subprocess.CompletedProcess:
-    """gpt.py (or script, which runs it) in 2 CPU processes under torchrun: `torchrun --nproc_per_node=2 gpt.py ...`."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
-    return subprocess.run([*torchrun, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*torchrun(port, script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(shakespeare):
@@ -63,3 +68,22 @@ def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_d
     assert result.returncode == 0, result.stderr
     assert "reached the target val loss 3.3 at step 20: stopping early" in result.stdout
     assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20"]
+
+
+def test_ctrl_c_under_torchrun_saves_and_gives_the_torchrun_command_to_continue(shakespeare):
+    args = [*TINY, "--max_iters=100000", "--eval_interval=1000", "--max_new_tokens=5"]
+    unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the test can follow the output line by line
+    process = subprocess.Popen(
+        [*torchrun(port=29520), *args],
+        cwd=shakespeare,
+        env=unbuffered,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stdout:  # wait until training has begun, then press Ctrl-C
+        if line.startswith("step 0:"):
+            break
+    process.send_signal(signal.SIGINT)  # torchrun passes it on to every process
+    out, err = process.communicate(timeout=120)
+    assert "; saved trained_model.resume.pth\nto continue: torchrun --nproc_per_node=2 gpt.py --resume\n" in out, err
