@@ -10,6 +10,7 @@ tokenizer, attention, MLP, block, model, optimizer and schedule, training loop, 
 GPT-2's own weights in and out, and finally the command line, the hardware and main().
 """
 
+import atexit
 import codecs
 import csv
 import ctypes
@@ -1329,6 +1330,7 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
         dist.init_process_group(backend)
     except Exception as e:
         fail(f"torchrun could not connect {world_size} processes with the {backend} backend ({type(e).__name__}: {e})")
+    atexit.register(dist.destroy_process_group)  # leave the group however the run ends: done, Ctrl-C or an error
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
@@ -1376,7 +1378,6 @@ def main(argv: list[str]) -> None:
         model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
         if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup
             torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
     if rank == 0:
         print_samples(model, tokenizer, hp, autocast)
 

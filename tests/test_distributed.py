@@ -70,11 +70,32 @@ def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_d
     assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20"]
 
 
-def test_ctrl_c_under_torchrun_saves_and_gives_the_torchrun_command_to_continue(shakespeare):
+# Runs gpt.py with destroy_process_group saying when it is called
+NOTE_DESTROY = """
+import runpy, sys, torch.distributed
+destroy = torch.distributed.destroy_process_group
+def noted(*args, **kwargs):
+    destroy(*args, **kwargs)
+    print("process group destroyed", file=sys.stderr)
+torch.distributed.destroy_process_group = noted
+runpy.run_path({gpt!r}, run_name="__main__")
+"""
+
+
+def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process(shakespeare):
+    (shakespeare / "launch.py").write_text(NOTE_DESTROY.format(gpt=str(REPO / "gpt.py")))
+    result = run_torchrun([*TINY, "--dtype=float16"], shakespeare, port=29521, script=shakespeare / "launch.py")
+    assert result.returncode != 0
+    assert result.stderr.count("error: this cpu cannot do float16 well") == 2
+    assert result.stderr.count("process group destroyed") == 2
+
+
+def test_ctrl_c_under_torchrun_saves_gives_the_torchrun_command_and_leaves_the_process_group(shakespeare):
+    (shakespeare / "launch.py").write_text(NOTE_DESTROY.format(gpt=str(REPO / "gpt.py")))
     args = [*TINY, "--max_iters=100000", "--eval_interval=1000", "--max_new_tokens=5"]
     unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the test can follow the output line by line
     process = subprocess.Popen(
-        [*torchrun(port=29520), *args],
+        [*torchrun(port=29520, script=shakespeare / "launch.py"), *args],
         cwd=shakespeare,
         env=unbuffered,
         stdout=subprocess.PIPE,
@@ -87,3 +108,4 @@ def test_ctrl_c_under_torchrun_saves_and_gives_the_torchrun_command_to_continue(
     process.send_signal(signal.SIGINT)  # torchrun passes it on to every process
     out, err = process.communicate(timeout=120)
     assert "; saved trained_model.resume.pth\nto continue: torchrun --nproc_per_node=2 gpt.py --resume\n" in out, err
+    assert err.count("process group destroyed") == 2
