@@ -1333,7 +1333,6 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
     atexit.register(dist.destroy_process_group)  # leave the group however the run ends: done, Ctrl-C or an error
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
     return rank, world_size, device
@@ -1342,6 +1341,8 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
 def main(argv: list[str]) -> None:
     overrides = parse_overrides(argv)
     rank, world_size, device = setup_distributed(pick_device(overrides.get("device", "auto")))
+    if device.startswith("cuda:"):  # make it the current GPU: the one the dtype probe asks, and CUDA's default
+        torch.cuda.set_device(device)
     settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
     state = None
     if overrides.get("resume"):
