@@ -10,6 +10,7 @@ tokenizer, attention, MLP, block, model, optimizer and schedule, training loop, 
 GPT-2's own weights in and out, and finally the command line, the hardware and main().
 """
 
+import atexit
 import codecs
 import csv
 import ctypes
@@ -601,7 +602,7 @@ def make_optimizer(model: GPT, hp: Hyperparameters, device: str) -> torch.optim.
 
 def fused_adamw(device: str) -> bool:
     """One kernel for the whole AdamW update instead of several per tensor: 3.5x faster updates on a CPU."""
-    return device.split(":")[0] in ("cpu", "cuda")
+    return device.split(":")[0] in ("cpu", "cuda")  # not mps: PyTorch 2.4 has no fused AdamW for Apple GPUs
 
 
 def get_lr(step: int, hp: Hyperparameters) -> float:
@@ -834,6 +835,10 @@ def train(
         nonlocal best_val_loss
         save_state(step)  # before evaluating: a run resumed from here evaluates step again
         losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
+        if world_size > 1:  # all go by rank 0's val loss: a process that stopped alone would leave the rest waiting
+            val = torch.tensor(losses["val"], dtype=torch.float64, device=device)  # other GPU kinds round differently
+            torch.distributed.broadcast(val, src=0)
+            losses["val"] = val.item()
         tokens = step * tokens_per_step
         elapsed = elapsed_before + time.time() - start_time
         log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / len(train_data):.3f}",
@@ -871,8 +876,9 @@ def train(
             save_state(step)
             progress.close()
             where = "" if hp.out_file == "trained_model.pth" else f" --out_file={hp.out_file}"
+            launch = f"torchrun --nproc_per_node={world_size}" if world_size > 1 else "python"
             print(f"interrupted at step {step}; saved {resume_path(hp.out_file)}")
-            print(f"to continue: python gpt.py --resume{where}")
+            print(f"to continue: {launch} gpt.py --resume{where}")
             raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:
@@ -1324,9 +1330,9 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
         dist.init_process_group(backend)
     except Exception as e:
         fail(f"torchrun could not connect {world_size} processes with the {backend} backend ({type(e).__name__}: {e})")
+    atexit.register(dist.destroy_process_group)  # leave the group however the run ends: done, Ctrl-C or an error
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
     return rank, world_size, device
@@ -1335,6 +1341,8 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
 def main(argv: list[str]) -> None:
     overrides = parse_overrides(argv)
     rank, world_size, device = setup_distributed(pick_device(overrides.get("device", "auto")))
+    if device.startswith("cuda:"):  # make it the current GPU: the one the dtype probe asks, and CUDA's default
+        torch.cuda.set_device(device)
     settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
     state = None
     if overrides.get("resume"):
@@ -1369,8 +1377,8 @@ def main(argv: list[str]) -> None:
         model, tokenizer = load_for_sampling(hp, device)
     else:
         model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
-        if world_size > 1:
-            torch.distributed.destroy_process_group()
+        if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup
+            torch.distributed.barrier()
     if rank == 0:
         print_samples(model, tokenizer, hp, autocast)
 

@@ -1,5 +1,7 @@
 """torchrun with 2 CPU processes (gloo) trains the same model a single process does with the same global batch."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +15,13 @@ def val_losses(folder: Path) -> list[float]:
     return [float(row["val_loss"]) for row in train_log(folder)]
 
 
-def run_torchrun(args: list[str], cwd: Path, port: int) -> subprocess.CompletedProcess:
-    """gpt.py in 2 CPU processes under torchrun, as `torchrun --nproc_per_node=2 gpt.py ...`."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
-    return subprocess.run(
-        [*torchrun, str(REPO / "gpt.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def torchrun(port: int, script: Path = REPO / "gpt.py") -> list[str]:
+    """`torchrun --nproc_per_node=2 gpt.py` (or script, which runs it): 2 CPU processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)]
+
+
+def run_torchrun(args: list[str], cwd: Path, port: int, script: Path = REPO / "gpt.py") -> subprocess.CompletedProcess:
+    return subprocess.run([*torchrun(port, script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(shakespeare):
@@ -41,3 +44,68 @@ def test_torchrun_with_the_default_settings_rounds_accumulation_up_and_trains(sh
     assert result.returncode == 0, result.stderr
     assert "2 processes: grad_accum_steps raised from 1 to 2" in result.stdout
     assert len(val_losses(shakespeare)) == 3
+
+
+# Runs gpt.py with rank 1 scoring every token 1.0 worse than rank 0 does: a GPU of another kind, which rounds
+# differently, exaggerated. A constant added to the loss leaves its gradients, so both train the same model.
+RANK_1_SCORES_WORSE = """
+import os, runpy, torch
+cross_entropy = torch.nn.functional.cross_entropy
+def worse(logits, targets, **options):  # gpt.py sums the loss over the targets: +1.0 for each
+    return cross_entropy(logits, targets, **options) + len(targets)
+if os.environ["RANK"] == "1":
+    torch.nn.functional.cross_entropy = worse
+runpy.run_path({gpt!r}, run_name="__main__")
+"""
+
+
+def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_differ(shakespeare):
+    (shakespeare / "launch.py").write_text(RANK_1_SCORES_WORSE.format(gpt=str(REPO / "gpt.py")))
+    args = [*ARGS, "--max_iters=60", "--target_loss=3.3"]
+    result = run_torchrun(args, shakespeare, port=29519, script=shakespeare / "launch.py")
+    # rank 1 never reaches 3.3 by its own count. Going on alone, it would wait in vain for rank 0 at the
+    # next step (gloo notices rank 0 has left and fails it; NCCL on GPUs would wait until a timeout)
+    assert result.returncode == 0, result.stderr
+    assert "reached the target val loss 3.3 at step 20: stopping early" in result.stdout
+    assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20"]
+
+
+# Runs gpt.py with destroy_process_group saying when it is called
+NOTE_DESTROY = """
+import runpy, sys, torch.distributed
+destroy = torch.distributed.destroy_process_group
+def noted(*args, **kwargs):
+    destroy(*args, **kwargs)
+    print("process group destroyed", file=sys.stderr)
+torch.distributed.destroy_process_group = noted
+runpy.run_path({gpt!r}, run_name="__main__")
+"""
+
+
+def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process(shakespeare):
+    (shakespeare / "launch.py").write_text(NOTE_DESTROY.format(gpt=str(REPO / "gpt.py")))
+    result = run_torchrun([*TINY, "--dtype=float16"], shakespeare, port=29521, script=shakespeare / "launch.py")
+    assert result.returncode != 0
+    assert result.stderr.count("error: this cpu cannot do float16 well") == 2
+    assert result.stderr.count("process group destroyed") == 2
+
+
+def test_ctrl_c_under_torchrun_saves_gives_the_torchrun_command_and_leaves_the_process_group(shakespeare):
+    (shakespeare / "launch.py").write_text(NOTE_DESTROY.format(gpt=str(REPO / "gpt.py")))
+    args = [*TINY, "--max_iters=100000", "--eval_interval=1000", "--max_new_tokens=5"]
+    unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the test can follow the output line by line
+    process = subprocess.Popen(
+        [*torchrun(port=29520, script=shakespeare / "launch.py"), *args],
+        cwd=shakespeare,
+        env=unbuffered,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stdout:  # wait until training has begun, then press Ctrl-C
+        if line.startswith("step 0:"):
+            break
+    process.send_signal(signal.SIGINT)  # torchrun passes it on to every process
+    out, err = process.communicate(timeout=120)
+    assert "; saved trained_model.resume.pth\nto continue: torchrun --nproc_per_node=2 gpt.py --resume\n" in out, err
+    assert err.count("process group destroyed") == 2

@@ -60,11 +60,21 @@ def test_float16_on_a_cpu_is_refused_with_what_to_use_instead(shakespeare):
     assert not (shakespeare / "train_log.csv").exists()
 
 
+TWO_GPUS = "import torch; torch.cuda.is_available = lambda: True; torch.cuda.device_count = lambda: 2"
+
+
 def test_a_gpu_number_this_machine_lacks_is_refused_with_the_ones_it_has(shakespeare):
-    two_gpus = "import torch; torch.cuda.is_available = lambda: True; torch.cuda.device_count = lambda: 2"
-    result = run_patched(two_gpus, [*SHORT, "--device=cuda:2"], shakespeare)
+    result = run_patched(TWO_GPUS, [*SHORT, "--device=cuda:2"], shakespeare)
     assert_one_line_error(result, "--device=cuda:2: this machine's GPUs are cuda:0 to cuda:1")
     assert not (shakespeare / "train_log.csv").exists()
+
+
+def test_a_named_gpu_is_the_one_asked_which_precision_it_does_well(shakespeare):
+    # two GPUs, and only cuda:1 has bf16; torch.cuda.is_bf16_supported asks the current GPU
+    patch = TWO_GPUS + "; gpu = [0]; torch.cuda.set_device = lambda d: gpu.__setitem__(0, torch.device(d).index)"
+    patch += "; torch.cuda.is_bf16_supported = lambda including_emulation=True: gpu[0] == 1"
+    result = run_patched(patch, [*SHORT, "--device=cuda:1", "--sample"], shakespeare)  # stops: no model to sample
+    assert "cuda:1, bfloat16: this GPU supports bf16" in result.stdout, result.stderr
 
 
 def test_a_gpu_that_only_emulates_bf16_trains_in_float16_with_a_scaler(monkeypatch):
