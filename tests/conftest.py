@@ -25,6 +25,12 @@ TINY = [
 ]
 
 
+def patched_gpt(patch: str) -> str:
+    """Python source that runs patch (code that makes torch or this machine look different), then gpt.py as
+    `python gpt.py` would: gpt.py reads its arguments from sys.argv."""
+    return f"import runpy\n{patch}\nrunpy.run_path({str(REPO / 'gpt.py')!r}, run_name='__main__')\n"
+
+
 def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python <script> <args>` in cwd and return what it printed and its exit code."""
     return subprocess.run(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, TINY, copy_of, run_script, train_log
+from conftest import REPO, TINY, copy_of, patched_gpt, run_script, train_log
 
 ARGS = [*TINY, "--max_iters=30", "--eval_interval=10", "--grad_accum_steps=2", "--dtype=float32", "--max_new_tokens=20"]
 
@@ -49,18 +49,17 @@ def test_torchrun_with_the_default_settings_rounds_accumulation_up_and_trains(sh
 # Runs gpt.py with rank 1 scoring every token 1.0 worse than rank 0 does: a GPU of another kind, which rounds
 # differently, exaggerated. A constant added to the loss leaves its gradients, so both train the same model.
 RANK_1_SCORES_WORSE = """
-import os, runpy, torch
+import os, torch
 cross_entropy = torch.nn.functional.cross_entropy
 def worse(logits, targets, **options):  # gpt.py sums the loss over the targets: +1.0 for each
     return cross_entropy(logits, targets, **options) + len(targets)
 if os.environ["RANK"] == "1":
     torch.nn.functional.cross_entropy = worse
-runpy.run_path({gpt!r}, run_name="__main__")
 """
 
 
 def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_differ(shakespeare):
-    (shakespeare / "launch.py").write_text(RANK_1_SCORES_WORSE.format(gpt=str(REPO / "gpt.py")))
+    (shakespeare / "launch.py").write_text(patched_gpt(RANK_1_SCORES_WORSE))
     args = [*ARGS, "--max_iters=60", "--target_loss=3.3"]
     result = run_torchrun(args, shakespeare, port=29519, script=shakespeare / "launch.py")
     # rank 1 never reaches 3.3 by its own count. Going on alone, it would wait in vain for rank 0 at the
@@ -72,18 +71,17 @@ def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_d
 
 # Runs gpt.py with destroy_process_group saying when it is called
 NOTE_DESTROY = """
-import runpy, sys, torch.distributed
+import sys, torch.distributed
 destroy = torch.distributed.destroy_process_group
 def noted(*args, **kwargs):
     destroy(*args, **kwargs)
     print("process group destroyed", file=sys.stderr)
 torch.distributed.destroy_process_group = noted
-runpy.run_path({gpt!r}, run_name="__main__")
 """
 
 
 def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process(shakespeare):
-    (shakespeare / "launch.py").write_text(NOTE_DESTROY.format(gpt=str(REPO / "gpt.py")))
+    (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY))
     result = run_torchrun([*TINY, "--dtype=float16"], shakespeare, port=29521, script=shakespeare / "launch.py")
     assert result.returncode != 0
     assert result.stderr.count("error: this cpu cannot do float16 well") == 2
@@ -91,7 +89,7 @@ def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process
 
 
 def test_ctrl_c_under_torchrun_saves_gives_the_torchrun_command_and_leaves_the_process_group(shakespeare):
-    (shakespeare / "launch.py").write_text(NOTE_DESTROY.format(gpt=str(REPO / "gpt.py")))
+    (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY))
     args = [*TINY, "--max_iters=100000", "--eval_interval=1000", "--max_new_tokens=5"]
     unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the test can follow the output line by line
     process = subprocess.Popen(
