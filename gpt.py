@@ -830,8 +830,9 @@ def train(
                 "cuda_rng": [torch.cuda.get_rng_state(device)] if device.startswith("cuda") else [],
             })  # fmt: skip
 
-    def evaluate(step: int, lr: float) -> float:
-        """Score both splits, log the scores, keep the model if its val loss is the best yet; return that loss."""
+    def evaluate(step: int, lr: float) -> bool:
+        """Score both splits, log the scores, keep the model if its val loss is the best yet.
+        Returns whether the val loss reached --target_loss."""
         nonlocal best_val_loss
         save_state(step)  # before evaluating: a run resumed from here evaluates step again
         losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
@@ -848,12 +849,13 @@ def train(
         tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         # the model worth keeping: lean, no optimizer state. Step 0's is untrained, and saving it
         # would only replace what an earlier run left in out_file, so the first save follows training
-        last = step == hp.max_iters or losses["val"] <= hp.target_loss
+        reached = losses["val"] <= hp.target_loss
+        last = step == hp.max_iters or reached
         if losses["val"] < best_val_loss and (step > 0 or last):
             best_val_loss = losses["val"]
             if master:
                 save_checkpoint(hp.out_file, model_file(step))
-        return losses["val"]
+        return reached
 
     interrupted = False
 
@@ -885,7 +887,7 @@ def train(
             group["lr"] = lr
 
         if step % hp.eval_interval == 0 or step == hp.max_iters:
-            if evaluate(step, lr) <= hp.target_loss:
+            if evaluate(step, lr):  # the val loss reached --target_loss
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break
         if hp.sample_interval and step % hp.sample_interval == 0 and master:
