@@ -878,9 +878,11 @@ def train(
             save_state(step)
             progress.close()
             where = "" if hp.out_file == "trained_model.pth" else f" --out_file={hp.out_file}"
-            launch = f"torchrun --nproc_per_node={world_size}" if world_size > 1 else "python"
+            launch = f"torchrun --nproc_per_node={world_size} gpt.py" if world_size > 1 else "python gpt.py"
+            if world_size > int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # processes on other machines too
+                launch = "the same torchrun command on every machine, with"
             print(f"interrupted at step {step}; saved {resume_path(hp.out_file)}")
-            print(f"to continue: {launch} gpt.py --resume{where}")
+            print(f"to continue: {launch} --resume{where}")
             raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:
@@ -1259,17 +1261,23 @@ def good_dtypes(device: str) -> dict[str, str]:
     return {"float32": f"the safe choice on {device}", "bfloat16": "", "float16": ""}
 
 
-def pick_dtype(device: str, requested: str) -> tuple[torch.dtype, str]:
+def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.dtype, str]:
     """The precision matmuls run in under autocast, and the reason it was chosen."""
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     good = good_dtypes(device)
+    if world_size > 1:  # under torchrun, keep only what every process does well (one GPU may lack bf16)
+        everyone = [None] * world_size
+        torch.distributed.all_gather_object(everyone, list(good))
+        good = {name: why for name, why in good.items() if all(name in theirs for theirs in everyone)}
     if requested == "auto":
         best = next(iter(good))
-        return names[best], good[best]
+        return names[best], good[best] or "the best precision that every process does well"
     if requested not in names:
         fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
     if requested not in good:
-        fail(f"this {device.split(':')[0]} cannot do {requested} well: use --dtype={', '.join(good)} or auto")
+        kind = device.split(":")[0]
+        which = f"this {kind} cannot" if world_size == 1 else f"not every process's {kind} can"
+        fail(f"{which} do {requested} well: use --dtype={', '.join(good)} or auto")
     return names[requested], "asked for with --dtype"
 
 
@@ -1357,7 +1365,7 @@ def main(argv: list[str]) -> None:
     check_settings(hp)
     if hp.prompt_file:  # from here on, the prompt is just text
         hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
-    dtype, why = pick_dtype(device, hp.dtype)
+    dtype, why = pick_dtype(device, hp.dtype, world_size)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
     problem = compile_problem(device) if hp.compile and not (hp.sample or hp.export_hf) else ""
     if problem and "compile" in overrides:

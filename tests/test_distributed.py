@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, TINY, copy_of, patched_gpt, run_script, train_log
 
 ARGS = [*TINY, "--max_iters=30", "--eval_interval=10", "--grad_accum_steps=2", "--dtype=float32", "--max_new_tokens=20"]
@@ -69,6 +71,23 @@ def test_target_loss_stops_every_process_at_rank_0s_step_when_their_val_losses_d
     assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20"]
 
 
+# Runs gpt.py with rank 0's CPU multiplying bf16 natively and rank 1's not: machines of two kinds
+RANK_1_LACKS_BF16 = """
+import os, torch
+has_bf16 = os.environ["RANK"] == "0"
+torch.cpu._is_avx512_bf16_supported = torch.cpu._is_amx_tile_supported = lambda: has_bf16
+"""
+
+
+def test_processes_on_different_hardware_all_train_in_a_precision_every_one_does_well(shakespeare):
+    (shakespeare / "launch.py").write_text(patched_gpt(RANK_1_LACKS_BF16))
+    args = [*TINY, "--max_iters=2", "--eval_interval=2", "--max_new_tokens=5"]
+    result = run_torchrun(args, shakespeare, port=29523, script=shakespeare / "launch.py")
+    assert result.returncode == 0, result.stderr
+    # alone, rank 0 would pick bf16 and rank 1 fp32, and their steps would round differently
+    assert "cpu, float32: the best precision that every process does well\n" in result.stdout
+
+
 # Runs gpt.py with destroy_process_group saying when it is called
 NOTE_DESTROY = """
 import sys, torch.distributed
@@ -84,16 +103,33 @@ def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process
     (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY))
     result = run_torchrun([*TINY, "--dtype=float16"], shakespeare, port=29521, script=shakespeare / "launch.py")
     assert result.returncode != 0
-    assert result.stderr.count("error: this cpu cannot do float16 well") == 2
+    assert result.stderr.count("error: not every process's cpu can do float16 well") == 2
     assert result.stderr.count("process group destroyed") == 2
 
 
-def test_ctrl_c_under_torchrun_saves_gives_the_torchrun_command_and_leaves_the_process_group(shakespeare):
-    (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY))
+# Runs gpt.py as if each of the two processes had a machine of its own (torchrun --nnodes=2 --nproc_per_node=1)
+ONE_PROCESS_PER_MACHINE = """
+import os
+os.environ["LOCAL_WORLD_SIZE"] = "1"
+"""
+
+
+@pytest.mark.parametrize(
+    "patch, port, to_continue",
+    [
+        ("", 29520, "torchrun --nproc_per_node=2 gpt.py --resume"),
+        (ONE_PROCESS_PER_MACHINE, 29522, "the same torchrun command on every machine, with --resume"),
+    ],
+    ids=["one machine", "two machines"],
+)
+def test_ctrl_c_under_torchrun_saves_gives_the_command_to_continue_and_leaves_the_process_group(
+    shakespeare, patch, port, to_continue
+):
+    (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY + patch))
     args = [*TINY, "--max_iters=100000", "--eval_interval=1000", "--max_new_tokens=5"]
     unbuffered = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the test can follow the output line by line
     process = subprocess.Popen(
-        [*torchrun(port=29520, script=shakespeare / "launch.py"), *args],
+        [*torchrun(port=port, script=shakespeare / "launch.py"), *args],
         cwd=shakespeare,
         env=unbuffered,
         stdout=subprocess.PIPE,
@@ -105,5 +141,5 @@ def test_ctrl_c_under_torchrun_saves_gives_the_torchrun_command_and_leaves_the_p
             break
     process.send_signal(signal.SIGINT)  # torchrun passes it on to every process
     out, err = process.communicate(timeout=120)
-    assert "; saved trained_model.resume.pth\nto continue: torchrun --nproc_per_node=2 gpt.py --resume\n" in out, err
+    assert f"; saved trained_model.resume.pth\nto continue: {to_continue}\n" in out, err
     assert err.count("process group destroyed") == 2
