@@ -62,7 +62,7 @@ class Hyperparameters:
     batch_size: int = 32  # sequences per micro-batch: one forward and backward pass (8-64)
     batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
-    grad_accum_steps: int = 1  # micro-batches per optimizer step, over all processes (rounded up to a multiple)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step, summed over all processes under torchrun
     max_iters: int = 2250  # optimizer steps in the whole run (2250 take about 5 minutes on 2 CPU cores)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
@@ -371,7 +371,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     gelu: str = "tanh"  # GPT-2's GELU (see MLP); also what checkpoints saved without this field used
-    attention: str = "sdpa"  # how attention is computed: the same math either way (see below)
+    attention: str = "sdpa"  # 'sdpa' or 'by_hand': the same math (see below); older checkpoints used sdpa
 
 
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
@@ -671,6 +671,17 @@ def resume_path(out_file: str) -> str:
     return os.path.splitext(out_file)[0] + ".resume.pth"
 
 
+def resume_command(out_file: str, world_size: int) -> str:
+    """What to type to continue a run stopped with Ctrl-C."""
+    flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={out_file}"
+    if world_size == 1:
+        return f"python gpt.py {flags}"
+    if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # torchrun sets it: processes here
+        return f"torchrun --nproc_per_node={world_size} gpt.py {flags}"
+    # processes on other machines too. Only rank 0 saved the file, and every process reads it on --resume
+    return f"the same torchrun command on every machine, with {flags}, once every machine has {resume_path(out_file)}"
+
+
 def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
     info = checkpoint["tokenizer"]
     return make_tokenizer(info["kind"], chars=info.get("chars", ""))
@@ -736,7 +747,14 @@ def train_step(
     batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float, autocast,
 ) -> torch.Tensor:  # fmt: skip
     """One optimizer step on this process's micro-batches (x, y): forward, backward, clip, AdamW.
-    Returns the last micro-batch's loss."""
+    Returns the last micro-batch's loss.
+
+    autocast runs the forward pass's matmuls in bf16 or fp16 while the weights stay fp32 (main()
+    builds it once; in fp32 it does nothing). scaler matters only for fp16: it multiplies the loss so
+    that small gradients do not round to 0, and divides them back before clipping; for bf16 and fp32
+    its calls do nothing. Under torchrun, train_model is wrapped in DistributedDataParallel (DDP),
+    which averages the gradients of all processes during backward().
+    """
     ddp = isinstance(train_model, nn.parallel.DistributedDataParallel)
     for i, (x, y) in enumerate(batches):
         last = i == len(batches) - 1
@@ -834,10 +852,12 @@ def train(
         """Score both splits, log the scores, keep the model if its val loss is the best yet.
         Returns whether the val loss reached --target_loss."""
         nonlocal best_val_loss
-        save_state(step)  # before evaluating: a run resumed from here evaluates step again
         losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
-        if world_size > 1:  # all go by rank 0's val loss: a process that stopped alone would leave the rest waiting
-            val = torch.tensor(losses["val"], dtype=torch.float64, device=device)  # other GPU kinds round differently
+        # every process scores the same batches with the same weights, so their val losses differ only
+        # by rounding (GPUs of different kinds round differently). All take rank 0's, so all keep the
+        # same best model and stop at --target_loss together: one stopping alone would leave the rest waiting
+        if world_size > 1:
+            val = torch.tensor(losses["val"], dtype=torch.float64, device=device)  # float64: the exact Python float
             torch.distributed.broadcast(val, src=0)
             losses["val"] = val.item()
         tokens = step * tokens_per_step
@@ -847,8 +867,9 @@ def train(
                       "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
         log_file.flush()
         tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        # the model worth keeping: lean, no optimizer state. Step 0's is untrained, and saving it
-        # would only replace what an earlier run left in out_file, so the first save follows training
+        # out_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not trained
+        # yet, and saving it would replace what an earlier run left in out_file), unless the run ends
+        # there (--max_iters=0, or --target_loss met at once): every run ends with a checkpoint
         reached = losses["val"] <= hp.target_loss
         last = step == hp.max_iters or reached
         if losses["val"] < best_val_loss and (step > 0 or last):
@@ -877,18 +898,15 @@ def train(
         if stop:
             save_state(step)
             progress.close()
-            where = "" if hp.out_file == "trained_model.pth" else f" --out_file={hp.out_file}"
-            launch = f"torchrun --nproc_per_node={world_size} gpt.py" if world_size > 1 else "python gpt.py"
-            if world_size > int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # processes on other machines too
-                launch = "the same torchrun command on every machine, with"
             print(f"interrupted at step {step}; saved {resume_path(hp.out_file)}")
-            print(f"to continue: {launch} --resume{where}")
+            print(f"to continue: {resume_command(hp.out_file, world_size)}")
             raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         if step % hp.eval_interval == 0 or step == hp.max_iters:
+            save_state(step)  # --resume's file; a run resumed from here evaluates this step again
             if evaluate(step, lr):  # the val loss reached --target_loss
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break
@@ -1245,13 +1263,14 @@ def pick_device(requested: str) -> str:
 
 
 def good_dtypes(device: str) -> dict[str, str]:
-    """The precisions this device does well, best first, each with the reason."""
+    """The precisions this device does well, best first: the best with the reason, the rest with ''
+    (listed so that --dtype can ask for them). Every kind of device lists them in the same order."""
     if device.startswith("cuda"):
         if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slow: those GPUs get fp16
             return {"bfloat16": "this GPU supports bf16", "float16": "", "float32": ""}
         return {"float16": "this GPU has no bf16, so fp16 with a gradient scaler", "float32": ""}
     if device == "cpu":
-        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, about 4x faster than fp32;
+        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, 4-7x faster than fp32;
         # elsewhere bf16 is emulated and slower, so fp32 stays. fp16 is for GPUs. (Asking the CPU, not
         # timing it, keeps the choice, and so the run, the same however busy the machine is.)
         native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
@@ -1262,16 +1281,20 @@ def good_dtypes(device: str) -> dict[str, str]:
 
 
 def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.dtype, str]:
-    """The precision matmuls run in under autocast, and the reason it was chosen."""
+    """The precision matmuls run in under autocast, and the reason it was chosen.
+
+    Under torchrun every process calls this at the same point, to swap lists with the others (NCCL
+    does it on the current GPU, which main() sets first)."""
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     good = good_dtypes(device)
-    if world_size > 1:  # under torchrun, keep only what every process does well (one GPU may lack bf16)
+    own_best = next(iter(good))
+    if world_size > 1:  # keep only what every process does well: machines may differ (one GPU lacks bf16)
         everyone = [None] * world_size
         torch.distributed.all_gather_object(everyone, list(good))
         good = {name: why for name, why in good.items() if all(name in theirs for theirs in everyone)}
     if requested == "auto":
         best = next(iter(good))
-        return names[best], good[best] or "the best precision that every process does well"
+        return names[best], good[best] or f"the best every process does well (this one alone would use {own_best})"
     if requested not in names:
         fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
     if requested not in good:
@@ -1324,8 +1347,10 @@ def resumed_settings(saved: dict, overrides: dict) -> dict:
 
 
 def setup_distributed(device: str) -> tuple[int, int, str]:
-    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE): join the other processes, take one
-    GPU each, and silence every process but rank 0. Without torchrun: one ordinary process."""
+    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE): join the other processes, give each
+    its own GPU, cuda:LOCAL_RANK (main() makes it current), and send the stdout of every process but
+    rank 0 to nowhere, so a plain print() speaks once; errors still reach stderr from every process.
+    Without torchrun: one ordinary process."""
     if "RANK" not in os.environ:
         return 0, 1, device
     rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
