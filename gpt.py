@@ -1264,7 +1264,7 @@ def pick_device(requested: str) -> str:
 
 def good_dtypes(device: str) -> dict[str, str]:
     """The precisions this device does well, best first: the best with the reason, the rest with ''
-    (listed so that --dtype can ask for them). Every kind of device lists them in the same order."""
+    (listed so that --dtype can ask for them). Devices of one kind list them in the same order."""
     if device.startswith("cuda"):
         if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slow: those GPUs get fp16
             return {"bfloat16": "this GPU supports bf16", "float16": "", "float32": ""}
