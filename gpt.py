@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -654,6 +655,8 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
 def load_checkpoint(path: str, device: str) -> dict:
     if not os.path.exists(path):
         fail(f"no checkpoint at {path!r}: train one first with `python gpt.py`")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        fail(f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again or use another")
     try:
         # weights_only: accept tensors and plain data only, so loading a file can never run its code
         checkpoint = torch.load(path, map_location=device, weights_only=True)
@@ -674,10 +677,11 @@ def resume_path(out_file: str) -> str:
 def resume_command(out_file: str, world_size: int) -> str:
     """What to type to continue a run stopped with Ctrl-C."""
     flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={out_file}"
+    script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
     if world_size == 1:
-        return f"python gpt.py {flags}"
+        return f"python {script} {flags}"
     if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # torchrun sets it: processes here
-        return f"torchrun --nproc_per_node={world_size} gpt.py {flags}"
+        return f"torchrun --nproc_per_node={world_size} {script} {flags}"
     # processes on other machines too. Only rank 0 saved the file, and every process reads it on --resume
     return f"the same torchrun command on every machine, with {flags}, once every machine has {resume_path(out_file)}"
 
@@ -1231,10 +1235,26 @@ def check_settings(hp: Hyperparameters) -> None:
     out_folder = os.path.dirname(hp.out_file) or "."
     if not os.path.isdir(out_folder):
         fail(f"--out_file={hp.out_file}: there is no folder {out_folder!r}; create it first")
+    if not os.path.basename(hp.out_file) or os.path.isdir(hp.out_file):
+        fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, not a folder")
+    same_file = os.path.realpath(hp.input_file) in map(os.path.realpath, (hp.out_file, resume_path(hp.out_file)))
+    if same_file and not (hp.sample or hp.export_hf):
+        fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {hp.input_file}: pick another name")
+    if hp.export_hf and os.path.exists(hp.export_hf) and not os.path.isdir(hp.export_hf):
+        fail(f"--export_hf={hp.export_hf} is a file; name a folder to write the model into")
     if not 0 < hp.top_p <= 1:
         fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
     if not hp.learning_rate > 0:
         fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
+    if hp.min_lr > hp.learning_rate:
+        fail(
+            f"--min_lr={hp.min_lr} is above --learning_rate={hp.learning_rate}: add --min_lr={hp.learning_rate / 10:g}"
+        )
+    for name, value in dataclasses.asdict(hp).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name} must be a finite number, not {value}")
+    if not 0 <= hp.seed < 2**63 - 1:  # (evaluation seeds its own generator with seed + 1)
+        fail(f"--seed must be from 0 to 2**63 - 2, not {hp.seed}")
     if hp.n_embd % hp.n_head != 0:
         heads = ", ".join(str(h) for h in range(1, 17) if hp.n_embd % h == 0)  # the head counts that fit
         fail(f"n_embd ({hp.n_embd}) must be divisible by n_head ({hp.n_head}): use one of --n_head={heads}")
@@ -1286,8 +1306,8 @@ def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.
     Under torchrun every process calls this at the same point, to swap lists with the others (NCCL
     does it on the current GPU, which main() sets first)."""
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    good = good_dtypes(device)
-    own_best = next(iter(good))
+    good = own = good_dtypes(device)
+    own_best = next(iter(own))
     if world_size > 1:  # keep only what every process does well: machines may differ (one GPU lacks bf16)
         everyone = [None] * world_size
         torch.distributed.all_gather_object(everyone, list(good))
@@ -1299,7 +1319,7 @@ def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.
         fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
     if requested not in good:
         kind = device.split(":")[0]
-        which = f"this {kind} cannot" if world_size == 1 else f"not every process's {kind} can"
+        which = f"this {kind} cannot" if requested not in own else f"not every process's {kind} can"
         fail(f"{which} do {requested} well: use --dtype={', '.join(good)} or auto")
     return names[requested], "asked for with --dtype"
 
@@ -1385,9 +1405,13 @@ def main(argv: list[str]) -> None:
         if not os.path.exists(path):
             fail(f"nothing to resume: no {path!r} here (a run saves it at every evaluation and on Ctrl-C)")
         state = load_checkpoint(path, "cpu")  # random generator states must be CPU tensors; weights move later
+        if "optimizer" not in state:
+            fail(f"{path!r} holds a model but no training state to resume: use it with --sample, or train anew")
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
     check_settings(hp)
+    if state and state["step"] > hp.max_iters:
+        fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: raise --max_iters to go on")
     if hp.prompt_file:  # from here on, the prompt is just text
         hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
     dtype, why = pick_dtype(device, hp.dtype, world_size)

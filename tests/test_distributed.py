@@ -86,6 +86,9 @@ def test_processes_on_different_hardware_all_train_in_a_precision_every_one_does
     assert result.returncode == 0, result.stderr
     # alone, rank 0 would pick bf16 and rank 1 fp32, and their steps would round differently
     assert "cpu, float32: the best every process does well (this one alone would use bfloat16)\n" in result.stdout
+    asked = run_torchrun([*args, "--dtype=bfloat16"], shakespeare, port=29524, script=shakespeare / "launch.py")
+    assert asked.returncode != 0
+    assert "error: not every process's cpu can do bfloat16 well: use --dtype=float32 or auto" in asked.stderr
 
 
 # Runs gpt.py with destroy_process_group saying when it is called
@@ -103,7 +106,7 @@ def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process
     (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY))
     result = run_torchrun([*TINY, "--dtype=float16"], shakespeare, port=29521, script=shakespeare / "launch.py")
     assert result.returncode != 0
-    assert result.stderr.count("error: not every process's cpu can do float16 well") == 2
+    assert result.stderr.count("error: this cpu cannot do float16 well") == 2
     assert result.stderr.count("process group destroyed") == 2
 
 
@@ -117,7 +120,7 @@ os.environ["LOCAL_WORLD_SIZE"] = "1"
 @pytest.mark.parametrize(
     "patch, port, to_continue",
     [
-        ("", 29520, "torchrun --nproc_per_node=2 gpt.py --resume\n"),
+        ("", 29520, f"torchrun --nproc_per_node=2 {REPO / 'gpt.py'} --resume\n"),
         (
             ONE_PROCESS_PER_MACHINE,
             29522,

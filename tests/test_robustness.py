@@ -53,7 +53,7 @@ def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert "to continue: python gpt.py --resume" in out
+    assert f"to continue: python {REPO / 'gpt.py'} --resume" in out  # gpt.py as it was run
     stopped_at = int(out.split("interrupted at step ")[1].split(";")[0])
     assert 0 < stopped_at < 300  # it really stopped mid-run
 
@@ -128,6 +128,7 @@ def test_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(train
     [
         (lambda good: good[: len(good) // 2], "is damaged or not a PyTorch checkpoint"),  # truncated
         (lambda good: b"just some text, not a checkpoint\n", "is damaged or not a PyTorch checkpoint"),
+        (lambda good: b"First Citizen:\n", "is damaged or not a PyTorch checkpoint"),  # 'F' starts a pickle opcode
         (lambda good: None, "is a PyTorch file but not a gpt.py checkpoint"),  # a bare tensor
     ],
 )
@@ -174,12 +175,30 @@ def snapshot(folder: Path) -> dict:
         (None, ["--prompt_file=missing.txt"], "--prompt_file=missing.txt: there is no such file"),
         (None, ["--beta2=1.5"], "--beta2 must be from 0 up to (not including) 1, not 1.5"),
         (None, ["--out_file=nowhere/model.pth"], "there is no folder 'nowhere'; create it first"),
+        # found before training, not when the first save fails or overwrites what the user had
+        (None, ["--out_file=input.txt"], "would overwrite the text it trains on, input.txt: pick another name"),
+        ("runs/", ["--out_file=runs"], "--out_file='runs' must name a file, such as trained_model.pth"),
+        (None, ["--out_file="], "--out_file='' must name a file"),
+        ("notes.txt", ["--export_hf=notes.txt"], "--export_hf=notes.txt is a file; name a folder"),
+        (None, ["--seed=18446744073709551615"], "--seed must be from 0 to 2**63 - 2"),
+        (None, ["--learning_rate=inf"], "--learning_rate must be a finite number, not inf"),
+        (
+            None,
+            ["--learning_rate=3e-5", "--min_lr=2e-4"],
+            "--min_lr=0.0002 is above --learning_rate=3e-05: add --min_lr=3e-06",
+        ),
+        ("model_only", ["--resume"], "holds a model but no training state to resume"),
+        (None, ["--resume", "--max_iters=5"], "past --max_iters=5: raise --max_iters to go on"),
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
     files = {"empty.txt": "", "short.txt": "To be, or not to be.\n" * 2, "greek.txt": "αβγ " * 2000}
-    if setup:
-        (trained_folder / setup).write_text(files[setup], encoding="utf-8")
+    if setup == "runs/":
+        (trained_folder / "runs").mkdir()
+    elif setup == "model_only":  # a model file in the resume file's place
+        shutil.copy(trained_folder / "trained_model.pth", trained_folder / "trained_model.resume.pth")
+    elif setup:
+        (trained_folder / setup).write_text(files.get(setup, "notes"), encoding="utf-8")
     before = snapshot(trained_folder)
     result = run_script("gpt.py", [*TINY, *args], trained_folder)
     assert result.returncode != 0
