@@ -1123,6 +1123,8 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     block_size, if given and smaller than GPT-2's 1024, keeps only the first block_size position
     embeddings: fine-tuning on a shorter context is much cheaper, and the rest are never used.
     """
+    if name_or_dir.startswith((".", os.sep)) and not os.path.isdir(name_or_dir):  # a path, not a model name
+        fail(f"--init_from={name_or_dir}: there is no such folder")
     transformers = import_transformers()
     try:
         hf, loading = transformers.GPT2LMHeadModel.from_pretrained(name_or_dir, output_loading_info=True)

@@ -189,6 +189,7 @@ def snapshot(folder: Path) -> dict:
         ),
         ("model_only", ["--resume"], "holds a model but no training state to resume"),
         (None, ["--resume", "--max_iters=5"], "past --max_iters=5: raise --max_iters to go on"),
+        (None, ["--init_from=./my_gpt2"], "--init_from=./my_gpt2: there is no such folder"),
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
