@@ -12,6 +12,7 @@ GPT-2's own weights in and out, and finally the command line, the hardware and m
 
 import atexit
 import codecs
+import copy
 import csv
 import ctypes
 import dataclasses
@@ -72,6 +73,7 @@ class Hyperparameters:
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.99  # AdamW second-moment decay (0.95-0.999)
     grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
+    ema_decay: float = 0.99  # evaluate and keep a moving average of the weights (0.9-0.999; 0 = the weights as trained)
     eval_interval: int = 250  # evaluate train and val loss every this many steps
     eval_iters: int = 20  # batches averaged per loss estimate (more = less noisy, slower)
     target_loss: float = 0.0  # stop as soon as the val loss is at or below this (0 = run all max_iters)
@@ -606,6 +608,22 @@ def fused_adamw(device: str) -> bool:
     return device.split(":")[0] in ("cpu", "cuda")  # not mps: PyTorch 2.4 has no fused AdamW for Apple GPUs
 
 
+@torch.no_grad()
+def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> None:
+    """Move the averaged weights 1 - decay of the way towards the trained ones, after every step.
+
+    Each step's update is noisy, and the weights jitter around where training is heading; an
+    exponential moving average of them (0.99: roughly the last 100 steps) smooths that out. The
+    default run ends at val 1.59 with it, against 1.61 without (see the README). Early on the
+    weights change fast and the first ones are worth little, so the memory starts short: decay
+    (1 + step) / (10 + step), the rule of TensorFlow's ExponentialMovingAverage. ema_decay=0 keeps
+    the trained weights themselves.
+    """
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    for average, weight in zip(averaged.parameters(), model.parameters()):
+        average.lerp_(weight, 1 - decay)
+
+
 def get_lr(step: int, hp: Hyperparameters) -> float:
     """Linear warm-up (big early updates with untuned Adam statistics are harmful), then cosine decay."""
     if step < hp.warmup_iters:
@@ -705,11 +723,13 @@ def open_log(path: str, resume_step: int | None) -> tuple:
 
 
 def restore(
-    state: dict, model: GPT, optimizer: torch.optim.Optimizer, sampler: BatchSampler, hp: Hyperparameters, device: str
-) -> tuple[int, float, float]:
+    state: dict, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
+    sampler: BatchSampler, hp: Hyperparameters, device: str,
+) -> tuple[int, float, float]:  # fmt: skip
     """Put a saved run back exactly where it stopped, random number generators included.
     Returns its step, best val loss and training seconds so far."""
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("trained_model", state["model"]))  # (files saved before averaging: "model")
+    averaged.load_state_dict(state["model"])
     # the command line may have changed betas or weight decay (the groups are make_optimizer's:
     # matrices, then vectors), and fused must suit this device, which decides where the optimizer's
     # step counts are loaded to; the loop sets lr at every step
@@ -819,9 +839,10 @@ def train(
         print(f"one epoch = {len(sampler.windows):,} sliding windows, {stride} apart = {epoch_steps:,.1f} steps")
     model = (pretrained if fine_tune else GPT(config)).to(device)
     optimizer = make_optimizer(model, hp, device)
+    averaged = copy.deepcopy(model).requires_grad_(False)  # evaluated, kept and sampled: see update_average
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
     if state:
-        start_step, best_val_loss, elapsed_before = restore(state, model, optimizer, sampler, hp, device)
+        start_step, best_val_loss, elapsed_before = restore(state, model, averaged, optimizer, sampler, hp, device)
     print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
@@ -839,14 +860,16 @@ def train(
 
     def model_file(step: int) -> dict:
         """What --sample needs: the weights and everything that says how to read them."""
-        return {"model": model.state_dict(), "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
-                "step": step, "best_val_loss": best_val_loss, "hyperparameters": dataclasses.asdict(hp)}  # fmt: skip
+        return {"model": averaged.state_dict(), "config": dataclasses.asdict(config),
+                "tokenizer": tokenizer.to_dict(), "step": step, "best_val_loss": best_val_loss,
+                "hyperparameters": dataclasses.asdict(hp)}  # fmt: skip
 
     def save_state(step: int) -> None:
         """Everything --resume needs to continue as if the run had never stopped: the model file and more."""
         if master:
             save_checkpoint(resume_path(hp.out_file), {
-                **model_file(step), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                **model_file(step), "trained_model": model.state_dict(),  # "model" is the average
+                "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
                 "scaler": scaler.state_dict(), "elapsed_s": elapsed_before + time.time() - start_time,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": [torch.cuda.get_rng_state(device)] if device.startswith("cuda") else [],
@@ -856,7 +879,7 @@ def train(
         """Score both splits, log the scores, keep the model if its val loss is the best yet.
         Returns whether the val loss reached --target_loss."""
         nonlocal best_val_loss
-        losses = estimate_loss(model, {"train": train_data, "val": val_data}, hp, device, autocast)
+        losses = estimate_loss(averaged, {"train": train_data, "val": val_data}, hp, device, autocast)
         # every process scores the same batches with the same weights, so their val losses differ only
         # by rounding (GPUs of different kinds round differently). All take rank 0's, so all keep the
         # same best model and stop at --target_loss together: one stopping alone would leave the rest waiting
@@ -915,7 +938,7 @@ def train(
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break
         if hp.sample_interval and step % hp.sample_interval == 0 and master:
-            print_sample_while_training(model, tokenizer, hp, autocast)
+            print_sample_while_training(averaged, tokenizer, hp, autocast)
         if step == hp.max_iters:
             break  # the last step only evaluates, so the run always ends on a measured checkpoint
 
@@ -925,6 +948,7 @@ def train(
         starts = [sampler.next_starts() for _ in range(hp.grad_accum_steps)][rank::world_size]
         batches = [get_batch(train_data, s, hp.block_size, device) for s in starts]
         loss = train_step(train_model, optimizer, scaler, batches, hp.grad_clip, autocast)
+        update_average(averaged, model, step, hp.ema_decay)
         loss = loss.item()  # waits for the step to finish (GPUs run asynchronously) before reading the clock
         if not math.isfinite(loss):
             fail(
@@ -1229,7 +1253,7 @@ def check_settings(hp: Hyperparameters) -> None:
     for name, low in minimum.items():
         if getattr(hp, name) < low:
             fail(f"--{name} must be at least {low}, not {getattr(hp, name)}")
-    for name in ("dropout", "beta1", "beta2"):
+    for name in ("dropout", "beta1", "beta2", "ema_decay"):
         if not 0 <= getattr(hp, name) < 1:
             fail(f"--{name} must be from 0 up to (not including) 1, not {getattr(hp, name)}")
     if hp.prompt_file and not os.path.isfile(hp.prompt_file):

@@ -89,6 +89,21 @@ def test_saved_checkpoint_reproduces_the_models_logits_exactly(trained):
     assert torch.equal(model(idx)[0], reloaded(idx)[0])
 
 
+def test_the_saved_model_is_the_average_of_the_weights_and_ema_decay_0_saves_them_as_trained(trained, shakespeare):
+    import gpt
+
+    def resume_state(folder):
+        return gpt.load_checkpoint(str(folder / "trained_model.resume.pth"), "cpu")
+
+    def same(state: dict) -> bool:
+        return all(torch.equal(state["model"][k], state["trained_model"][k]) for k in state["model"])
+
+    assert not same(resume_state(trained[0]))  # by default "model", what --sample uses, is the average
+    result = run_script("gpt.py", [*TINY, "--max_iters=20", "--eval_interval=10", "--ema_decay=0"], shakespeare)
+    assert result.returncode == 0, result.stderr
+    assert same(resume_state(shakespeare))
+
+
 def test_training_with_gpt2_tokenizer(shakespeare):
     gpt2_tokenizer_or_skip()
     args = [*TINY, "--tokenizer=gpt2", "--max_iters=4", "--eval_interval=2", "--max_new_tokens=10"]

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gpt import GPT, GPTConfig, attention_by_hand
+from gpt import GPT, GPTConfig, attention_by_hand, update_average
 
 
 def tiny_config(**changes) -> GPTConfig:
@@ -118,3 +118,35 @@ def test_top_k_never_samples_outside_the_k_likeliest():
     allowed = set(torch.topk(logits[0, -1], 3).indices.tolist())
     out = model.generate(idx, max_new_tokens=1, temperature=1.0, top_k=3)
     assert set(out[:, 1].tolist()) <= allowed
+
+
+def test_weight_average_is_pytorchs_exponential_moving_average_once_its_memory_is_full():
+    # with ema_decay=0.05 the warm-up rule (1 + step) / (10 + step) is never the smaller one,
+    # so every update must match PyTorch's own EMA with decay 0.05
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    ours = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    ours.load_state_dict(model.state_dict())
+    ema = torch.optim.swa_utils.get_ema_multi_avg_fn(0.05)
+    pytorchs = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema)
+    pytorchs.update_parameters(model)  # its first update copies the weights, as ours starts from a copy
+    for step in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))  # a training step, roughly
+        update_average(ours, model, step, ema_decay=0.05)
+        pytorchs.update_parameters(model)
+    for a, b in zip(ours.parameters(), pytorchs.module.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_weight_average_starts_with_a_short_memory():
+    # TensorFlow's ExponentialMovingAverage rule: decay min(ema_decay, (1 + step) / (10 + step)),
+    # so the first update keeps only 1/10 of the starting weights
+    average, model = (GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)) for _ in range(2))
+    with torch.no_grad():
+        for a, p in zip(average.parameters(), model.parameters()):
+            a.fill_(1.0)
+            p.fill_(0.0)
+    update_average(average, model, step=0, ema_decay=0.99)
+    assert all(torch.allclose(a, torch.full_like(a, 0.1)) for a in average.parameters())
