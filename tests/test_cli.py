@@ -104,6 +104,17 @@ def test_the_saved_model_is_the_average_of_the_weights_and_ema_decay_0_saves_the
     assert same(resume_state(shakespeare))
 
 
+def test_attention_is_the_explicit_math_for_short_contexts_on_a_cpu_and_the_fused_kernel_for_long(trained, shakespeare):
+    import gpt
+
+    short = gpt.load_checkpoint(str(trained[0] / "trained_model.pth"), "cpu")
+    assert short["config"]["attention"] == "by_hand"  # context 32: faster by hand on a CPU
+    result = run_script("gpt.py", [*TINY, "--block_size=320", "--max_iters=0", "--max_new_tokens=1"], shakespeare)
+    assert result.returncode == 0, result.stderr
+    long = gpt.load_checkpoint(str(shakespeare / "trained_model.pth"), "cpu")
+    assert long["config"]["attention"] == "sdpa"  # never stores the (T, T) weights: far less memory
+
+
 def test_training_with_gpt2_tokenizer(shakespeare):
     gpt2_tokenizer_or_skip()
     args = [*TINY, "--tokenizer=gpt2", "--max_iters=4", "--eval_interval=2", "--max_new_tokens=10"]

@@ -178,7 +178,8 @@ def snapshot(folder: Path) -> dict:
         # found before training, not when the first save fails or overwrites what the user had
         (None, ["--out_file=input.txt"], "would overwrite the text it trains on, input.txt: pick another name"),
         ("runs/", ["--out_file=runs"], "--out_file='runs' must name a file, such as trained_model.pth"),
-        (None, ["--out_file="], "--out_file='' must name a file"),
+        (None, ["--out_file="], "--out_file needs a value: --out_file=..."),
+        (None, ["--export_hf="], "--export_hf needs a value: --export_hf=..."),  # it trained, over the model
         ("notes.txt", ["--export_hf=notes.txt"], "--export_hf=notes.txt is a file; name a folder"),
         (None, ["--seed=18446744073709551615"], "--seed must be from 0 to 2**63 - 2"),
         (None, ["--learning_rate=inf"], "--learning_rate must be a finite number, not inf"),
