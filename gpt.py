@@ -818,9 +818,10 @@ def train(
         print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
         hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
+    attention = pick_attention(hp.attention, device, hp.block_size)
     fine_tune = bool(hp.init_from) and not state
     if fine_tune:  # start from GPT-2: its weights, shape and tokenizer
-        pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, hp.attention)
+        pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
         c = pretrained.config
         hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                                  block_size=c.block_size, bias=True, gelu=c.gelu)  # fmt: skip
@@ -828,7 +829,7 @@ def train(
     train_data, val_data, tokenizer = load_data(hp, state)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer, n_head=hp.n_head,
                        n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, gelu=hp.gelu,
-                       attention=hp.attention)  # fmt: skip
+                       attention=attention)  # fmt: skip
     sampler = BatchSampler(len(train_data), hp)
     tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
     if sampler.random:
@@ -1100,11 +1101,13 @@ def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hype
             print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
 
 
-def load_model(path: str, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
+def load_model(path: str, device: str, attention: str = "auto") -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
     """A model gpt.py saved, ready to generate: its shape and tokenizer come from the file."""
     checkpoint = load_checkpoint(path, device)
     try:
-        model = GPT(GPTConfig(**checkpoint["config"])).to(device)
+        config = GPTConfig(**checkpoint["config"])
+        config.attention = pick_attention(attention, device, config.block_size)  # the speed, not the math
+        model = GPT(config).to(device)
         model.load_state_dict(checkpoint["model"])
     except (TypeError, KeyError, RuntimeError) as e:
         fail(f"{path!r} holds weights that do not fit the model its config describes ({type(e).__name__})")
@@ -1114,8 +1117,9 @@ def load_model(path: str, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokeniz
 def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
     if hp.init_from:
-        return from_pretrained(hp.init_from, attention=hp.attention).to(device), make_tokenizer("gpt2")
-    model, tokenizer, checkpoint = load_model(hp.out_file, device)
+        attention = pick_attention(hp.attention, device, 1024)  # GPT-2's context
+        return from_pretrained(hp.init_from, attention=attention).to(device), make_tokenizer("gpt2")
+    model, tokenizer, checkpoint = load_model(hp.out_file, device, hp.attention)
     print(f"loaded {hp.out_file}: step {checkpoint.get('step')}, val loss {checkpoint.get('best_val_loss', 0):.4f}")
     return model, tokenizer
 
@@ -1163,6 +1167,11 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     c = hf.config
     if c.model_type != "gpt2":
         fail(f"{name_or_dir!r} holds a {c.model_type!r} model, not GPT-2")
+    if c.vocab_size < 50257:  # fine-tuning reads the text with GPT-2's tokenizer
+        fail(
+            f"{name_or_dir!r} has a {c.vocab_size}-token vocabulary, not GPT-2's 50,257 (a character model "
+            "exported with --export_hf?): --init_from needs GPT-2's tokenizer; to train a gpt.py model on, use --resume"
+        )
     can_express = {  # the GPT-2 options gpt.py's model implements
         "activation_function": c.activation_function in (*TANH_GELU, "gelu"),  # GELU, tanh-approximated or exact
         "n_inner": c.n_inner in (None, 4 * c.n_embd),  # MLP 4x wide
@@ -1396,7 +1405,8 @@ def compile_problem(device: str) -> str:
 
 def resumed_settings(saved: dict, overrides: dict) -> dict:
     """A resumed run keeps its saved settings; the command line may change anything but the model's shape."""
-    saved = {"gelu": "tanh", **saved}  # runs saved before the gelu setting existed used GPT-2's tanh
+    # runs saved before these settings existed used GPT-2's tanh GELU, SDPA, and no average of the weights
+    saved = {"gelu": "tanh", "attention": "sdpa", "ema_decay": 0.0, **saved}
     for name in ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu"):
         if name in overrides and overrides[name] != saved[name]:
             fail(
@@ -1451,7 +1461,6 @@ def main(argv: list[str]) -> None:
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
     check_settings(hp)
-    hp = dataclasses.replace(hp, attention=pick_attention(hp.attention, device, hp.block_size))
     if state and state["step"] > hp.max_iters:
         fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: raise --max_iters to go on")
     if hp.prompt_file:  # from here on, the prompt is just text

@@ -115,6 +115,14 @@ def test_attention_is_the_explicit_math_for_short_contexts_on_a_cpu_and_the_fuse
     assert long["config"]["attention"] == "sdpa"  # never stores the (T, T) weights: far less memory
 
 
+def test_sampling_picks_the_attention_for_this_machine_unless_asked(trained):
+    import gpt
+
+    path = str(trained[0] / "trained_model.pth")  # trained with attention by hand (context 32, a CPU)
+    assert gpt.load_model(path, "cpu")[0].blocks[0].attn.attention == "by_hand"
+    assert gpt.load_model(path, "cpu", "sdpa")[0].blocks[0].attn.attention == "sdpa"  # --sample --attention=sdpa
+
+
 def test_training_with_gpt2_tokenizer(shakespeare):
     gpt2_tokenizer_or_skip()
     args = [*TINY, "--tokenizer=gpt2", "--max_iters=4", "--eval_interval=2", "--max_new_tokens=10"]

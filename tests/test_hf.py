@@ -126,6 +126,8 @@ def test_exporting_a_model_without_biases_is_refused(shakespeare):
         ),
         (lambda d: small_gpt2(n_inner=40).save_pretrained(d), "cannot express (n_inner=40)"),
         (lambda d: small_bert().save_pretrained(d), "holds a 'bert' model, not GPT-2"),
+        # a character model exported with --export_hf: GPT-2's tokenizer would index past its vocabulary
+        (lambda d: small_gpt2(vocab_size=65).save_pretrained(d), "has a 65-token vocabulary, not GPT-2's 50,257"),
     ],
 )
 def test_a_directory_that_is_not_usable_gpt2_gets_one_line(tmp_path, make, message):

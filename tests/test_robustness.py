@@ -65,6 +65,21 @@ def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(
     assert train_log(interrupted) == train_log(one_go)  # the same evaluations, none repeated or missing
 
 
+def test_a_run_saved_before_averaging_and_attention_existed_resumes_as_it_was_trained(shakespeare):
+    args = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
+    assert run_script("gpt.py", args, shakespeare).returncode == 0
+    path = shakespeare / "trained_model.resume.pth"
+    old = torch.load(path, weights_only=True)  # made to look like such a file: one set of weights, fewer settings
+    old["model"] = old.pop("trained_model")
+    del old["hyperparameters"]["ema_decay"], old["hyperparameters"]["attention"], old["config"]["attention"]
+    torch.save(old, path)
+    resumed = run_script("gpt.py", ["--resume", "--max_iters=30", "--max_new_tokens=1"], shakespeare)
+    assert resumed.returncode == 0, resumed.stderr
+    new = torch.load(path, weights_only=True)
+    assert new["config"]["attention"] == "sdpa"  # what gpt.py used then, not today's choice for this CPU
+    assert all(torch.equal(new["model"][k], new["trained_model"][k]) for k in new["model"])  # no average
+
+
 def test_same_seed_gives_the_same_loss_curve(shakespeare):
     again = copy_of(shakespeare, "again")
     args = [*TINY, "--max_iters=40", "--eval_interval=20", "--dropout=0.1", "--max_new_tokens=1"]
