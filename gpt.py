@@ -608,28 +608,29 @@ def fused_adamw(device: str) -> bool:
     return device.split(":")[0] in ("cpu", "cuda")  # not mps: PyTorch 2.4 has no fused AdamW for Apple GPUs
 
 
-@torch.no_grad()
-def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> None:
-    """Move the averaged weights 1 - decay of the way towards the trained ones, after every step.
-
-    Each step's update is noisy, and the weights jitter around where training is heading; an
-    exponential moving average of them (0.99: roughly the last 100 steps) smooths that out. The
-    default run ends at val 1.59 with it, against 1.61 without (see the README). Early on the
-    weights change fast and the first ones are worth little, so the memory starts short: decay
-    (1 + step) / (10 + step), the rule of TensorFlow's ExponentialMovingAverage. ema_decay=0 keeps
-    the trained weights themselves.
-    """
-    decay = min(ema_decay, (1 + step) / (10 + step))
-    for average, weight in zip(averaged.parameters(), model.parameters()):
-        average.lerp_(weight, 1 - decay)
-
-
 def get_lr(step: int, hp: Hyperparameters) -> float:
     """Linear warm-up (big early updates with untuned Adam statistics are harmful), then cosine decay."""
     if step < hp.warmup_iters:
         return hp.learning_rate * (step + 1) / hp.warmup_iters
     progress = min(1.0, (step - hp.warmup_iters) / max(1, hp.max_iters - hp.warmup_iters))
     return hp.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (hp.learning_rate - hp.min_lr)
+
+
+@torch.no_grad()
+def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> None:
+    """Move the averaged weights 1 - decay of the way towards the trained ones, after every step.
+
+    Each step's update is noisy, and the weights jitter around where training is heading; an
+    exponential moving average of them sits nearer the middle and scores a lower val loss (see the
+    README). The first weights are worth little, so the memory starts short, decay (1 + step) /
+    (10 + step) as in TensorFlow's ExponentialMovingAverage, and grows to ema_decay (0.99: roughly
+    the last 100 steps, from step 890 on). With ema_decay=0 there is no average: averaged is model.
+    """
+    if averaged is model:
+        return
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    for average, weight in zip(averaged.parameters(), model.parameters()):
+        average.lerp_(weight, 1 - decay)
 
 
 # -----------------------------------------------------------------------------
@@ -728,7 +729,8 @@ def restore(
 ) -> tuple[int, float, float]:  # fmt: skip
     """Put a saved run back exactly where it stopped, random number generators included.
     Returns its step, best val loss and training seconds so far."""
-    averaged.load_state_dict(state["model"])  # first: with ema_decay=0, averaged is model itself
+    if averaged is not model:  # (with ema_decay=0 there is no separate average)
+        averaged.load_state_dict(state["model"])
     model.load_state_dict(state.get("trained_model", state["model"]))  # (files saved before averaging: "model")
     # the command line may have changed betas or weight decay (the groups are make_optimizer's:
     # matrices, then vectors), and fused must suit this device, which decides where the optimizer's
@@ -818,7 +820,7 @@ def train(
         print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
         hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
-    attention = pick_attention(hp.attention, device, hp.block_size)
+    attention = pick_attention(hp.attention, device, dtype, hp.block_size)
     fine_tune = bool(hp.init_from) and not state
     if fine_tune:  # start from GPT-2: its weights, shape and tokenizer
         pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
@@ -846,7 +848,8 @@ def train(
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
     if state:
         start_step, best_val_loss, elapsed_before = restore(state, model, averaged, optimizer, sampler, hp, device)
-    print(f"model: {model.num_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide)")
+    shape = f"{config.n_layer} layers, {config.n_embd} wide, {attention} attention"  # see pick_attention
+    print(f"model: {model.num_params():,} parameters ({shape})")
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
@@ -1101,12 +1104,14 @@ def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hype
             print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
 
 
-def load_model(path: str, device: str, attention: str = "auto") -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
-    """A model gpt.py saved, ready to generate: its shape and tokenizer come from the file."""
+def load_model(
+    path: str, device: str, attention: str = "auto", dtype: torch.dtype = torch.float32
+) -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
+    """A model gpt.py saved, ready to generate in dtype: its shape and tokenizer come from the file."""
     checkpoint = load_checkpoint(path, device)
     try:
         config = GPTConfig(**checkpoint["config"])
-        config.attention = pick_attention(attention, device, config.block_size)  # the speed, not the math
+        config.attention = pick_attention(attention, device, dtype, config.block_size)  # the speed, not the math
         model = GPT(config).to(device)
         model.load_state_dict(checkpoint["model"])
     except (TypeError, KeyError, RuntimeError) as e:
@@ -1114,12 +1119,14 @@ def load_model(path: str, device: str, attention: str = "auto") -> tuple[GPT, Ch
     return model, tokenizer_from(checkpoint), checkpoint
 
 
-def load_for_sampling(hp: Hyperparameters, device: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+def load_for_sampling(
+    hp: Hyperparameters, device: str, dtype: torch.dtype
+) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
     if hp.init_from:
-        attention = pick_attention(hp.attention, device, 1024)  # GPT-2's context
+        attention = pick_attention(hp.attention, device, dtype, 1024)  # GPT-2's context
         return from_pretrained(hp.init_from, attention=attention).to(device), make_tokenizer("gpt2")
-    model, tokenizer, checkpoint = load_model(hp.out_file, device, hp.attention)
+    model, tokenizer, checkpoint = load_model(hp.out_file, device, hp.attention, dtype)
     print(f"loaded {hp.out_file}: step {checkpoint.get('step')}, val loss {checkpoint.get('best_val_loss', 0):.4f}")
     return model, tokenizer
 
@@ -1311,7 +1318,7 @@ def pick_device(requested: str) -> str:
             fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
         if kind == "cuda" and index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
             fail(f"--device={requested}: this machine's GPUs are cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return requested
+        return "cpu" if kind == "cpu" else requested  # 'cpu:0' is the one CPU, which the code calls 'cpu'
     if torch.cuda.is_available():
         return "cuda"
     if torch.backends.mps.is_available():
@@ -1361,17 +1368,18 @@ def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.
     return names[requested], "asked for with --dtype"
 
 
-def pick_attention(requested: str, device: str, block_size: int) -> str:
-    """'auto': the explicit math on a CPU for contexts up to 256, PyTorch's fused kernel otherwise.
+def pick_attention(requested: str, device: str, dtype: torch.dtype, block_size: int) -> str:
+    """'auto': the explicit math on a CPU running bf16 with a context of at most 256; else PyTorch's fused kernel.
 
-    On the README's 2-core CPU under bf16 the explicit version is faster for short contexts (a baby
-    GPT step at context 256: 375 against 427 ms). The fused kernel never stores the (T, T) attention
-    weights, so for long contexts it is lighter and faster (GPT-2 124M at 4 x 1024: 5.1 against 6.4 GB,
-    6.1 against 10.6 s a step); on GPUs it is flash attention, faster at any length.
+    On the README's 2-core CPU, by hand against fused: under bf16 the explicit version was faster for
+    short contexts (a baby GPT step at context 256: 375 against 427 ms); in fp32 it was slower (1,007
+    against 943 ms). The fused kernel never stores the (T, T) attention weights, so for long contexts
+    it needs far less memory and is as fast or faster (GPT-2 124M at 4 x 1024: 6.4 against 5.1 GB,
+    10.6 against 6.1 s a step). On GPUs it is flash attention.
     """
     if requested != "auto":
         return requested
-    return "by_hand" if device == "cpu" and block_size <= 256 else "sdpa"
+    return "by_hand" if device == "cpu" and dtype == torch.bfloat16 and block_size <= 256 else "sdpa"
 
 
 def keep_freed_memory() -> None:
@@ -1484,7 +1492,7 @@ def main(argv: list[str]) -> None:
     if hp.export_hf:
         return export_hf(load_checkpoint(hp.out_file, "cpu"), hp.export_hf)
     if hp.sample:
-        model, tokenizer = load_for_sampling(hp, device)
+        model, tokenizer = load_for_sampling(hp, device, dtype)
     else:
         model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
         if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup

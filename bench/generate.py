@@ -38,11 +38,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     defaults = Hyperparameters()  # the attention and GELU a model trained with gpt.py's CPU defaults uses
-    attention = pick_attention(defaults.attention, "cpu", 256)
+    auto_dtype, why = pick_dtype("cpu", "auto")
+    attention = pick_attention(defaults.attention, "cpu", auto_dtype, 256)
     config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, attention=attention,
                        gelu=defaults.gelu)  # fmt: skip
     model = GPT(config).eval()
-    auto_dtype, why = pick_dtype("cpu", "auto")
     print(f"baby GPT: {model.num_params():,} parameters, context {config.block_size}, attention {attention}")
     print(f"gpt.py's precision here: {why}")
     print(f"{args.new_tokens} new tokens from a 1-token prompt, batch 1, {torch.get_num_threads()} threads")

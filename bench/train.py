@@ -102,7 +102,9 @@ def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> tuple[float, floa
 
 def default_variant(auto: str, block_size: int) -> dict:
     """What gpt.py runs on this CPU: its dtype, attention and GELU, eager, fused AdamW, freed memory kept."""
-    attention = "by hand" if gpt.pick_attention("auto", "cpu", block_size) == "by_hand" else "SDPA"
+    attention = (
+        "by hand" if gpt.pick_attention("auto", "cpu", getattr(torch, auto), block_size) == "by_hand" else "SDPA"
+    )
     return dict(dtype=auto, attention=attention, compile=False, gelu=GELU, fused=True, keep_memory=True)
 
 

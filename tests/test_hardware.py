@@ -60,6 +60,17 @@ def test_float16_on_a_cpu_is_refused_with_what_to_use_instead(shakespeare):
 TWO_GPUS = "import torch; torch.cuda.is_available = lambda: True; torch.cuda.device_count = lambda: 2"
 
 
+def test_cpu_0_is_the_cpu_with_the_same_precision_and_attention(shakespeare):
+    args = [*SHORT, "--max_iters=0", "--max_new_tokens=1"]
+    plain, numbered = (run_script("gpt.py", [*args, f"--device={d}"], shakespeare) for d in ("cpu", "cpu:0"))
+    assert numbered.returncode == 0, numbered.stderr
+    setup = [
+        [line for line in result.stdout.splitlines() if line.startswith(("cpu", "model:"))]
+        for result in (plain, numbered)
+    ]
+    assert setup[1] == setup[0]  # 'cpu, bfloat16: ...' here, not the 'safe choice' gpt.py makes for unknown devices
+
+
 def test_a_gpu_number_this_machine_lacks_is_refused_with_the_ones_it_has(shakespeare):
     result = run_patched(TWO_GPUS, [*SHORT, "--device=cuda:2"], shakespeare)
     assert_one_line_error(result, "--device=cuda:2: this machine's GPUs are cuda:0 to cuda:1")
