@@ -5,9 +5,11 @@ gpt.py: train a GPT on a text file, from scratch, in one file you can read top t
     python gpt.py --sample           # load trained_model.pth and print samples
     python gpt.py --n_layer=6 --tokenizer=gpt2 --max_iters=500   # override any hyperparameter
 
-The file reads in the order the ideas build on each other: hyperparameters, data and
-tokenizer, attention, MLP, block, model, optimizer and schedule, training loop, sampling,
-GPT-2's own weights in and out, and finally the command line, the hardware and main().
+Part 1 is the whole idea, in the order the ideas build on each other: hyperparameters, data
+and tokenizer, attention, MLP, block, model, optimizer and schedule, training loop, sampling.
+Part 2 is the plumbing that makes it a tool: the token cache for big texts, resuming, the loss
+plot, GPT-2's own weights in and out, the command line, the hardware and torchrun. main() comes
+last and runs it all. A first read can go from Part 1 straight to main().
 """
 
 import atexit
@@ -188,112 +190,9 @@ def make_tokenizer(kind: str, text: str = "", chars: str = "") -> CharTokenizer 
     fail(f"--tokenizer must be 'char' or 'gpt2', not {kind!r}")
 
 
-# Reading and tokenizing the text. The idea is one line, tokens = tokenizer.encode(open(path).read());
-# the functions below do the same in 4 MB pieces and keep the tokens in a file beside the text, so a
-# text larger than memory trains and the second start is instant. On a first read, skip to split_tokens.
-
-
-def open_text(path: str) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
-
-
-def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
-    """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
-
-    Each piece ends just before a line break that follows a non-space character. GPT-2's tokenizer
-    never joins characters across such a place, so the pieces encode to the same tokens as the whole.
-    """
-    file = open_text(path)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    rest, bytes_before, lines_before = "", 0, 0
-    with file:
-        while True:
-            raw = file.read(piece_bytes)
-            cut_char = decoder.getstate()[0]  # the first bytes of a character the last read cut in two
-            try:
-                text = rest + decoder.decode(raw, final=not raw)
-            except UnicodeDecodeError as e:  # e.start counts from cut_char's first byte
-                byte = bytes_before - len(cut_char) + e.start
-                line = lines_before + (cut_char + raw)[: e.start].count(b"\n") + 1
-                fail(f"{path!r} is not UTF-8 text (byte {byte}, line {line}): save it as UTF-8 and try again")
-            bytes_before, lines_before = bytes_before + len(raw), lines_before + raw.count(b"\n")
-            if not raw:
-                yield text
-                return
-            cut = text.rfind("\n")
-            while cut > 0 and text[cut - 1].isspace():
-                cut = text.rfind("\n", 0, cut)
-            if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
-                yield text[:cut]
-                rest = text[cut:]
-            else:
-                rest = text
-
-
-def read_text(path: str) -> str:
-    text = "".join(read_pieces(path))
-    if not text.strip():
-        fail(f"{path!r} is empty: put some text in it")
-    return text
-
-
-def load_tokens(path: str, kind: str) -> tuple[np.ndarray, CharTokenizer | GPT2Tokenizer]:
-    """Every token of the text, as an array of uint16 mapped from a file beside it.
-
-    Tokenizing a big text takes a while, so it is done once: input.txt's tokens go to
-    input.txt.char.tokens (or .gpt2.tokens), and later runs reuse that file for as long as the text
-    keeps its size and modification time. The array is memory-mapped: the operating system reads
-    only the pages the batches touch, so a text larger than RAM trains, and a second start is instant.
-    """
-    make_tokenizer(kind)  # an unknown kind fails here, before any work
-    with open_text(path) as f:
-        stat = os.fstat(f.fileno())
-    cache = f"{path}.{kind}.tokens"
-    text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
-    try:
-        with open(cache + ".json") as f:
-            info = json.load(f)
-        fresh = {key: info[key] for key in text_id} == text_id and os.path.getsize(cache) == 2 * info["tokens"]
-    except (OSError, ValueError, KeyError):  # no cache yet, or a damaged one
-        fresh = False
-    if not fresh:
-        info = write_token_cache(path, kind, cache, text_id)
-    tokenizer = make_tokenizer(kind, chars=info.get("chars", ""))
-    return np.memmap(cache, dtype=np.uint16, mode="r"), tokenizer
-
-
-def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
-    # a first pass checks the text and finds the characters it uses (the char tokenizer's vocabulary)
-    chars = set().union(*map(set, read_pieces(path)))
-    if not "".join(chars).strip():
-        fail(f"{path!r} is empty: put some text in it")
-    if kind == "char" and len(chars) > 2**16:
-        fail(f"{path!r} uses {len(chars):,} different characters, more than 65,536: use --tokenizer=gpt2")
-    tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
-    print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
-    n_tokens, pieces = 0, read_pieces(path)
-    tmp = f"{cache}.{os.getpid()}.tmp"  # the process id: two runs starting together never share a file
-    try:
-        with open(tmp, "wb") as f:
-            while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece per CPU core
-                for ids in tokenizer.encode_batch(batch):
-                    f.write(np.array(ids, dtype=np.uint16).tobytes())
-                    n_tokens += len(ids)
-        info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
-        with open(tmp + ".json", "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, cache)  # the tokens first, then the description that vouches for them
-        os.replace(tmp + ".json", cache + ".json")
-    except OSError as e:
-        fail(f"cannot save the tokens to {cache!r} ({e.strerror}): put the text in a folder you can write to")
-    finally:
-        for leftover in (tmp, tmp + ".json"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-    return info
+def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
+    info = checkpoint["tokenizer"]
+    return make_tokenizer(info["kind"], chars=info.get("chars", ""))
 
 
 def split_tokens(tokens: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -634,7 +533,7 @@ def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> No
 
 
 # -----------------------------------------------------------------------------
-# Training: evaluation, checkpoints, the log, and the loop itself.
+# Training: evaluation, checkpoints, and the loop itself.
 
 
 @torch.no_grad()
@@ -688,66 +587,9 @@ def load_checkpoint(path: str, device: str) -> dict:
     return checkpoint
 
 
-def resume_path(out_file: str) -> str:
-    """The latest training state lives beside the best model: trained_model.pth -> trained_model.resume.pth."""
-    return os.path.splitext(out_file)[0] + ".resume.pth"
-
-
-def resume_command(out_file: str, world_size: int) -> str:
-    """What to type to continue a run stopped with Ctrl-C."""
-    flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={out_file}"
-    script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
-    if world_size == 1:
-        return f"python {script} {flags}"
-    if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # torchrun sets it: processes here
-        return f"torchrun --nproc_per_node={world_size} {script} {flags}"
-    # processes on other machines too. Only rank 0 saved the file, and every process reads it on --resume
-    return f"the same torchrun command on every machine, with {flags}, once every machine has {resume_path(out_file)}"
-
-
-def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
-    info = checkpoint["tokenizer"]
-    return make_tokenizer(info["kind"], chars=info.get("chars", ""))
-
-
-def open_log(path: str, resume_step: int | None) -> tuple:
-    """train_log.csv: one row per evaluation. A resumed run keeps the rows from before resume_step."""
-    rows = []
-    if resume_step is not None and os.path.exists(path):
-        with open(path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) < resume_step]
-    file = open(path, "w", newline="")
-    log = csv.DictWriter(file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
-    log.writeheader()
-    log.writerows(rows)
-    return file, log
-
-
-def restore(
-    state: dict, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
-    sampler: BatchSampler, hp: Hyperparameters, device: str,
-) -> tuple[int, float, float]:  # fmt: skip
-    """Put a saved run back exactly where it stopped, random number generators included.
-    Returns its step, best val loss and training seconds so far."""
-    if averaged is not model:  # (with ema_decay=0 there is no separate average)
-        averaged.load_state_dict(state["model"])
-    model.load_state_dict(state.get("trained_model", state["model"]))  # (files saved before averaging: "model")
-    # the command line may have changed betas or weight decay (the groups are make_optimizer's:
-    # matrices, then vectors), and fused must suit this device, which decides where the optimizer's
-    # step counts are loaded to; the loop sets lr at every step
-    for group, decay in zip(state["optimizer"]["param_groups"], (hp.weight_decay, 0.0)):
-        group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=fused_adamw(device))
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and device.startswith("cuda"):  # this GPU's generator (every process's is the same)
-        torch.cuda.set_rng_state(state["cuda_rng"][0], device)
-    sampler.load_state_dict(state["sampler"])
-    print(f"resuming at step {state['step']} (best val loss so far {state['best_val_loss']:.4f})")
-    return state["step"], state["best_val_loss"], state["elapsed_s"]
-
-
 def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.ndarray, CharTokenizer | GPT2Tokenizer]:
     """The training and validation tokens, and the tokenizer that reads them."""
+    # load_tokens (in Part 2) is tokenizer.encode(open(path).read()), kept in a file beside the text
     tokens, tokenizer = load_tokens(hp.input_file, state["tokenizer"]["kind"] if state else hp.tokenizer)
     if state:  # a resumed run keeps its vocabulary: characters the text lost since are fine, new ones refused
         saved = tokenizer_from(state)
@@ -846,7 +688,7 @@ def train(
     # with ema_decay=0 the trained weights themselves, which saves a copy (0.5 GB for GPT-2 124M)
     averaged = copy.deepcopy(model).requires_grad_(False) if hp.ema_decay else model
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
-    if state:
+    if state:  # --resume: put the saved run back exactly as it stopped (restore, in Part 2)
         start_step, best_val_loss, elapsed_before = restore(state, model, averaged, optimizer, sampler, hp, device)
     shape = f"{config.n_layer} layers, {config.n_embd} wide, {attention} attention"  # see pick_attention
     print(f"model: {model.num_params():,} parameters ({shape})")
@@ -977,34 +819,6 @@ def train(
     return model, tokenizer
 
 
-def plot_losses(log_path: str) -> None:
-    """Train and val loss against tokens seen, as loss.png beside the log (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # draw to a file; no window needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(pip install matplotlib to get a loss plot, loss.png)")
-        return
-    with open(log_path) as f:
-        rows = list(csv.DictReader(f))
-    tokens = [int(r["tokens"]) for r in rows]
-    tokens_per_epoch = tokens[-1] / float(rows[-1]["epoch"]) if float(rows[-1]["epoch"]) > 0 else 1.0
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(tokens, [float(r["train_loss"]) for r in rows], label="train")
-    ax.plot(tokens, [float(r["val_loss"]) for r in rows], label="val")
-    ax.set_xlabel("tokens seen")
-    epochs = ax.secondary_xaxis("top", functions=(lambda t: t / tokens_per_epoch, lambda e: e * tokens_per_epoch))
-    epochs.set_xlabel("epochs (passes over the training tokens)")
-    ax.set_ylabel("cross-entropy loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    png = os.path.join(os.path.dirname(log_path), "loss.png")
-    fig.savefig(png, dpi=100, bbox_inches="tight")
-    print(f"loss plot: {png}")
-
-
 # -----------------------------------------------------------------------------
 # Sampling: turn the trained model into text.
 
@@ -1131,8 +945,214 @@ def load_for_sampling(
     return model, tokenizer
 
 
+# =============================================================================
+# Part 2: the plumbing.
+#
+# Everything above is the whole idea, and main() at the very end runs it. What follows makes it a
+# tool you can trust with a big text or a long run: the token cache, resuming, the loss plot,
+# GPT-2's own weights, the command line, the hardware and torchrun. Part 1 calls each of these
+# functions by a name that says what it does, so a first read can skip straight to main().
+# =============================================================================
+
+
+# -----------------------------------------------------------------------------
+# Reading and tokenizing a text of any size. The idea is one line,
+# tokens = tokenizer.encode(open(path).read()); these functions do the same in 4 MB pieces and
+# keep the tokens in a file beside the text, so a text larger than memory trains and the second
+# start is instant.
+
+
+def open_text(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
+
+
+def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
+    """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
+
+    Each piece ends just before a line break that follows a non-space character. GPT-2's tokenizer
+    never joins characters across such a place, so the pieces encode to the same tokens as the whole.
+    """
+    file = open_text(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    rest, bytes_before, lines_before = "", 0, 0
+    with file:
+        while True:
+            raw = file.read(piece_bytes)
+            cut_char = decoder.getstate()[0]  # the first bytes of a character the last read cut in two
+            try:
+                text = rest + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:  # e.start counts from cut_char's first byte
+                byte = bytes_before - len(cut_char) + e.start
+                line = lines_before + (cut_char + raw)[: e.start].count(b"\n") + 1
+                fail(f"{path!r} is not UTF-8 text (byte {byte}, line {line}): save it as UTF-8 and try again")
+            bytes_before, lines_before = bytes_before + len(raw), lines_before + raw.count(b"\n")
+            if not raw:
+                yield text
+                return
+            cut = text.rfind("\n")
+            while cut > 0 and text[cut - 1].isspace():
+                cut = text.rfind("\n", 0, cut)
+            if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
+                yield text[:cut]
+                rest = text[cut:]
+            else:
+                rest = text
+
+
+def read_text(path: str) -> str:
+    text = "".join(read_pieces(path))
+    if not text.strip():
+        fail(f"{path!r} is empty: put some text in it")
+    return text
+
+
+def load_tokens(path: str, kind: str) -> tuple[np.ndarray, CharTokenizer | GPT2Tokenizer]:
+    """Every token of the text, as an array of uint16 mapped from a file beside it.
+
+    Tokenizing a big text takes a while, so it is done once: input.txt's tokens go to
+    input.txt.char.tokens (or .gpt2.tokens), and later runs reuse that file for as long as the text
+    keeps its size and modification time. The array is memory-mapped: the operating system reads
+    only the pages the batches touch, so a text larger than RAM trains, and a second start is instant.
+    """
+    make_tokenizer(kind)  # an unknown kind fails here, before any work
+    with open_text(path) as f:
+        stat = os.fstat(f.fileno())
+    cache = f"{path}.{kind}.tokens"
+    text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
+    try:
+        with open(cache + ".json") as f:
+            info = json.load(f)
+        fresh = {key: info[key] for key in text_id} == text_id and os.path.getsize(cache) == 2 * info["tokens"]
+    except (OSError, ValueError, KeyError):  # no cache yet, or a damaged one
+        fresh = False
+    if not fresh:
+        info = write_token_cache(path, kind, cache, text_id)
+    tokenizer = make_tokenizer(kind, chars=info.get("chars", ""))
+    return np.memmap(cache, dtype=np.uint16, mode="r"), tokenizer
+
+
+def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
+    # a first pass checks the text and finds the characters it uses (the char tokenizer's vocabulary)
+    chars = set().union(*map(set, read_pieces(path)))
+    if not "".join(chars).strip():
+        fail(f"{path!r} is empty: put some text in it")
+    if kind == "char" and len(chars) > 2**16:
+        fail(f"{path!r} uses {len(chars):,} different characters, more than 65,536: use --tokenizer=gpt2")
+    tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
+    print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
+    n_tokens, pieces = 0, read_pieces(path)
+    tmp = f"{cache}.{os.getpid()}.tmp"  # the process id: two runs starting together never share a file
+    try:
+        with open(tmp, "wb") as f:
+            while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece per CPU core
+                for ids in tokenizer.encode_batch(batch):
+                    f.write(np.array(ids, dtype=np.uint16).tobytes())
+                    n_tokens += len(ids)
+        info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
+        with open(tmp + ".json", "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, cache)  # the tokens first, then the description that vouches for them
+        os.replace(tmp + ".json", cache + ".json")
+    except OSError as e:
+        fail(f"cannot save the tokens to {cache!r} ({e.strerror}): put the text in a folder you can write to")
+    finally:
+        for leftover in (tmp, tmp + ".json"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return info
+
+
+# -----------------------------------------------------------------------------
+# Resuming, the log and the loss plot.
+
+
+def resume_path(out_file: str) -> str:
+    """The latest training state lives beside the best model: trained_model.pth -> trained_model.resume.pth."""
+    return os.path.splitext(out_file)[0] + ".resume.pth"
+
+
+def resume_command(out_file: str, world_size: int) -> str:
+    """What to type to continue a run stopped with Ctrl-C."""
+    flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={out_file}"
+    script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
+    if world_size == 1:
+        return f"python {script} {flags}"
+    if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # torchrun sets it: processes here
+        return f"torchrun --nproc_per_node={world_size} {script} {flags}"
+    # processes on other machines too. Only rank 0 saved the file, and every process reads it on --resume
+    return f"the same torchrun command on every machine, with {flags}, once every machine has {resume_path(out_file)}"
+
+
+def open_log(path: str, resume_step: int | None) -> tuple:
+    """train_log.csv: one row per evaluation. A resumed run keeps the rows from before resume_step."""
+    rows = []
+    if resume_step is not None and os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) < resume_step]
+    file = open(path, "w", newline="")
+    log = csv.DictWriter(file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+    log.writeheader()
+    log.writerows(rows)
+    return file, log
+
+
+def restore(
+    state: dict, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
+    sampler: BatchSampler, hp: Hyperparameters, device: str,
+) -> tuple[int, float, float]:  # fmt: skip
+    """Put a saved run back exactly where it stopped, random number generators included.
+    Returns its step, best val loss and training seconds so far."""
+    if averaged is not model:  # (with ema_decay=0 there is no separate average)
+        averaged.load_state_dict(state["model"])
+    model.load_state_dict(state.get("trained_model", state["model"]))  # (files saved before averaging: "model")
+    # the command line may have changed betas or weight decay (the groups are make_optimizer's:
+    # matrices, then vectors), and fused must suit this device, which decides where the optimizer's
+    # step counts are loaded to; the loop sets lr at every step
+    for group, decay in zip(state["optimizer"]["param_groups"], (hp.weight_decay, 0.0)):
+        group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=fused_adamw(device))
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and device.startswith("cuda"):  # this GPU's generator (every process's is the same)
+        torch.cuda.set_rng_state(state["cuda_rng"][0], device)
+    sampler.load_state_dict(state["sampler"])
+    print(f"resuming at step {state['step']} (best val loss so far {state['best_val_loss']:.4f})")
+    return state["step"], state["best_val_loss"], state["elapsed_s"]
+
+
+def plot_losses(log_path: str) -> None:
+    """Train and val loss against tokens seen, as loss.png beside the log (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # draw to a file; no window needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(pip install matplotlib to get a loss plot, loss.png)")
+        return
+    with open(log_path) as f:
+        rows = list(csv.DictReader(f))
+    tokens = [int(r["tokens"]) for r in rows]
+    tokens_per_epoch = tokens[-1] / float(rows[-1]["epoch"]) if float(rows[-1]["epoch"]) > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(tokens, [float(r["train_loss"]) for r in rows], label="train")
+    ax.plot(tokens, [float(r["val_loss"]) for r in rows], label="val")
+    ax.set_xlabel("tokens seen")
+    epochs = ax.secondary_xaxis("top", functions=(lambda t: t / tokens_per_epoch, lambda e: e * tokens_per_epoch))
+    epochs.set_xlabel("epochs (passes over the training tokens)")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    png = os.path.join(os.path.dirname(log_path), "loss.png")
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    print(f"loss plot: {png}")
+
+
 # -----------------------------------------------------------------------------
 # GPT-2 in and out: OpenAI's weights, through Hugging Face transformers (optional).
+
 
 # transformers stores these as Conv1D layers, whose weights are (in, out): the transpose of nn.Linear's
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -1234,7 +1254,7 @@ def export_hf(checkpoint: dict, directory: str) -> None:
 
 
 # -----------------------------------------------------------------------------
-# The command line, the hardware, and main(): what runs when you type `python gpt.py`.
+# The command line and the hardware.
 
 
 def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
@@ -1450,6 +1470,10 @@ def setup_distributed(device: str) -> tuple[int, int, str]:
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
     return rank, world_size, device
+
+
+# -----------------------------------------------------------------------------
+# main(): what runs when you type `python gpt.py`.
 
 
 def main(argv: list[str]) -> None:
