@@ -324,16 +324,14 @@ class CausalSelfAttention(nn.Module):
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         dropout = self.dropout if self.training else 0.0
-        # config.attention picks one; the same math either way. On GPUs the fused SDPA kernel (flash
-        # attention) is far faster. On the 2-core CPU of the README's benchmark, the explicit version
-        # is faster under bf16 for short contexts, so pick_attention chooses it there.
+        # the same math either way (a test proves it); which one is faster depends on the hardware (see pick_attention)
         if self.attention == "by_hand":
             y = attention_by_hand(q, k, v, dropout)
         else:
-            # the same math (a test proves it), fused into one kernel that never stores the (T, T)
-            # weights: flash attention on GPUs. GPT.stream feeds either a whole window with an empty
-            # cache, or one new token (T == 1), which may look at all the cached ones and needs no
-            # mask. (T > 1 on top of a cache would need an explicit mask: is_causal aligns top-left.)
+            # fused into one kernel that never stores the (T, T) weights: flash attention on GPUs.
+            # GPT.stream feeds either a whole window with an empty cache, or one new token (T == 1),
+            # which may look at all the cached ones and needs no mask. (T > 1 on top of a cache
+            # would need an explicit mask: is_causal aligns top-left.)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side again
         return self.resid_dropout(self.c_proj(y))
