@@ -613,7 +613,7 @@ def train_step(
     batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float, autocast,
 ) -> torch.Tensor:  # fmt: skip
     """One optimizer step on this process's micro-batches (x, y): forward, backward, clip, AdamW.
-    Returns the last micro-batch's loss.
+    Returns their mean loss, the one the progress bar shows.
 
     autocast runs the forward pass's matmuls in bf16 or fp16 while the weights stay fp32 (main()
     builds it once; in fp32 it does nothing). scaler matters only for fp16: it multiplies the loss so
@@ -622,6 +622,7 @@ def train_step(
     which averages the gradients of all processes during backward().
     """
     ddp = isinstance(train_model, nn.parallel.DistributedDataParallel)
+    mean_loss = 0.0
     for i, (x, y) in enumerate(batches):
         last = i == len(batches) - 1
         # under DDP, share gradients between processes once per step, after the last micro-batch
@@ -631,13 +632,14 @@ def train_step(
             # gradients add up over micro-batches (and DDP averages them over processes): dividing
             # by the number of micro-batches makes the result the mean over the whole batch
             scaler.scale(loss / len(batches)).backward()
+        mean_loss = mean_loss + loss.detach() / len(batches)
     if grad_clip > 0:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         torch.nn.utils.clip_grad_norm_(train_model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return loss
+    return mean_loss
 
 
 def train(

@@ -1,11 +1,12 @@
 """The model's hand-written parts, checked against PyTorch and against the numbers GPT-2 has."""
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
-from gpt import GPT, GPTConfig, attention_by_hand, update_average
+from gpt import GPT, GPTConfig, attention_by_hand, train_step, update_average
 
 
 def tiny_config(**changes) -> GPTConfig:
@@ -150,3 +151,16 @@ def test_weight_average_starts_with_a_short_memory():
             p.fill_(0.0)
     update_average(average, model, step=0, ema_decay=0.99)
     assert all(torch.allclose(a, torch.full_like(a, 0.1)) for a in average.parameters())
+
+
+def test_a_training_step_reports_the_mean_loss_of_its_micro_batches():
+    # the progress bar shows this; with --grad_accum_steps=2 it used to be the last micro-batch's alone
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    batches = [(idx, torch.roll(idx, -1, dims=1)) for idx in torch.randint(11, (2, 3, 8))]
+    with torch.no_grad():
+        expected = sum(model(x, y)[1] for x, y in batches) / 2  # before the step changes the weights
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    reported = train_step(model, optimizer, scaler, batches, grad_clip=1.0, autocast=nullcontext())
+    torch.testing.assert_close(reported, expected)
