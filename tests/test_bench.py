@@ -1,0 +1,33 @@
+"""The benchmarks the README quotes still run, each at its smallest, and print the table it is quoted for.
+
+They assert nothing about speed (tests never time things): only that a reader who reruns the README's
+command gets a table instead of a traceback.
+"""
+
+from conftest import run_script
+
+
+def test_training_benchmark_prints_its_table_and_the_targets(tmp_path):
+    result = run_script("bench/train.py", ["--sizes=cpu", "--steps=1", "--warmup=1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| cpu recipe | 0.8M | fp32, SDPA, eager" in result.stdout  # the plain fp32 baseline row
+    assert "gpt.py's default here" in result.stdout
+    assert "cpu recipe default / fp32 eager tokens/s" in result.stdout  # the targets line
+
+
+def test_generation_benchmark_prints_its_table(tmp_path):
+    result = run_script("bench/generate.py", ["--new_tokens=5", "--repeats=1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| float32 | on |" in result.stdout and "| float32 | off |" in result.stdout
+
+
+def test_data_benchmark_prints_start_up_times_for_both_tokenizers(tmp_path):
+    result = run_script("bench/data.py", ["--sizes=1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| x1 (1 MB) | char |" in result.stdout and "| x1 (1 MB) | gpt2 |" in result.stdout
+
+
+def test_matmul_benchmark_prints_the_steps_matmul_time_against_the_peak(tmp_path):
+    result = run_script("bench/matmuls.py", ["--dtype=float32"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "a baby GPT step's matmuls:" in result.stdout
