@@ -946,11 +946,7 @@ def load_for_sampling(
 
 
 # =============================================================================
-# Part 2: the plumbing.
-#
-# Everything above is the whole idea, and main() at the very end runs it. What follows makes it a
-# tool you can trust with a big text or a long run: the token cache, resuming, the loss plot,
-# GPT-2's own weights, the command line, the hardware and torchrun. Part 1 calls each of these
+# Part 2: the plumbing that makes Part 1 a tool (see the top of the file). Part 1 calls each of these
 # functions by a name that says what it does, so a first read can skip straight to main().
 # =============================================================================
 
