@@ -265,6 +265,9 @@ class BatchSampler:
 
 @dataclass
 class GPTConfig:
+    """The model's shape. Its defaults are GPT-2's (and what older checkpoints used); Hyperparameters
+    picks faster ones for a model trained from scratch: the exact GELU, and attention by hardware."""
+
     vocab_size: int
     block_size: int
     n_layer: int
@@ -272,8 +275,8 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0
     bias: bool = True
-    gelu: str = "tanh"  # GPT-2's GELU (see MLP); also what checkpoints saved without this field used
-    attention: str = "sdpa"  # 'sdpa' or 'by_hand': the same math (see below); older checkpoints used sdpa
+    gelu: str = "tanh"  # 'tanh' or 'exact' (see MLP)
+    attention: str = "sdpa"  # 'sdpa' or 'by_hand': the same math (see below)
 
 
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
@@ -1226,8 +1229,6 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
 def export_hf(checkpoint: dict, directory: str) -> None:
     """Write a checkpoint as a directory that transformers' GPT2LMHeadModel.from_pretrained loads."""
     config = GPTConfig(**checkpoint["config"])
-    if not config.bias:
-        fail("cannot export to GPT-2: GPT-2 has biases and this model was trained with --bias=false")
     transformers = import_transformers()
     hf_config = transformers.GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd, n_layer=config.n_layer,
@@ -1238,6 +1239,8 @@ def export_hf(checkpoint: dict, directory: str) -> None:
     )  # fmt: skip
     hf = transformers.GPT2LMHeadModel(hf_config)
     ours = {hf_name(name): (w.t() if name.endswith(CONV1D_WEIGHTS) else w) for name, w in checkpoint["model"].items()}
+    if not config.bias:  # GPT-2 has biases everywhere: a model trained without them is GPT-2 with all biases 0
+        ours |= {name: torch.zeros_like(p) for name, p in hf.named_parameters() if name.endswith(".bias")}
     missing, unexpected = hf.load_state_dict(ours, strict=False)
     if set(missing) - {"lm_head.weight"} or unexpected:  # transformers ties lm_head to wte itself
         fail(f"cannot export: weights that do not map onto GPT-2 ({', '.join([*missing, *unexpected][:3])})")
