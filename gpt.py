@@ -1275,6 +1275,8 @@ def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
             continue
         if not (value or name == "prompt"):  # an empty --export_hf= (say, from an unset $DIR) must not train
             fail(f"--{name} needs a value: --{name}=...")
+        if name in ("input_file", "out_file", "prompt_file", "init_from", "export_hf"):
+            value = os.path.expanduser(value)  # the shell leaves the ~ of --out_file=~/m.pth as it is
         try:
             overrides[name] = kind(value)
         except ValueError:

@@ -245,3 +245,14 @@ def test_a_run_interrupted_before_it_trained_leaves_the_earlier_runs_model_untou
     process.communicate(timeout=120)
     assert process.returncode == 130
     assert digest(trained_folder / "trained_model.pth") == before
+
+
+def test_a_path_starting_with_a_tilde_is_in_the_home_folder(shakespeare, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    args = [*TINY, "--max_iters=2", "--eval_interval=2", "--max_new_tokens=1", "--out_file=~/m.pth"]
+    result = run_script("gpt.py", args, shakespeare)
+    assert result.returncode == 0, result.stderr
+    assert (home / "m.pth").exists() and (home / "train_log.csv").exists()
+    assert not (shakespeare / "~").exists()
