@@ -660,19 +660,11 @@ def train(
     Under torchrun, world_size processes each run this same function; rank 0 also logs and saves.
     """
     master = rank == 0
-    if hp.grad_accum_steps % world_size:  # every process needs the same whole number of micro-batches
-        rounded = -(-hp.grad_accum_steps // world_size) * world_size
-        print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
-        hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     attention = pick_attention(hp.attention, device, dtype, hp.block_size)
     fine_tune = bool(hp.init_from) and not state
-    if fine_tune:  # start from GPT-2: its weights, shape and tokenizer
-        pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
-        c = pretrained.config
-        hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
-                                 block_size=c.block_size, bias=True, gelu=c.gelu)  # fmt: skip
-        print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
+    if fine_tune:  # start from GPT-2: its weights, and its shape and tokenizer in hp (in Part 2)
+        pretrained, hp = start_from_gpt2(hp, attention)
     train_data, val_data, tokenizer = load_data(hp, state)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer, n_head=hp.n_head,
                        n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, gelu=hp.gelu,
@@ -1226,6 +1218,16 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     return model
 
 
+def start_from_gpt2(hp: Hyperparameters, attention: str) -> tuple[GPT, Hyperparameters]:
+    """GPT-2's weights (--init_from), and the settings with GPT-2's shape and tokenizer in place of ours."""
+    pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
+    c = pretrained.config
+    print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
+    hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                             block_size=c.block_size, bias=True, gelu=c.gelu)  # fmt: skip
+    return pretrained, hp
+
+
 def export_hf(checkpoint: dict, directory: str) -> None:
     """Write a checkpoint as a directory that transformers' GPT2LMHeadModel.from_pretrained loads."""
     config = GPTConfig(**checkpoint["config"])
@@ -1503,6 +1505,10 @@ def main(argv: list[str]) -> None:
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
     check_settings(hp)
+    if hp.grad_accum_steps % world_size:  # every process needs the same whole number of micro-batches
+        rounded = -(-hp.grad_accum_steps // world_size) * world_size
+        print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
+        hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     if state and state["step"] > hp.max_iters:
         fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: raise --max_iters to go on")
     if hp.prompt_file:  # from here on, the prompt is just text
