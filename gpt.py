@@ -1434,25 +1434,21 @@ def compile_problem(device: str) -> str:
     return ""
 
 
-def check_same_shape(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, overrides: dict, source: str) -> None:
-    """--sample reads the model's shape from its file: a flag asking for another shape would be silently ignored."""
-    saved = {**dataclasses.asdict(model.config), "tokenizer": tokenizer.to_dict()["kind"]}
-    for name in ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu"):
+MODEL_SHAPE = ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu")  # fixed once trained
+
+
+def refuse_another_shape(saved: dict, overrides: dict, doing: str, advice: str) -> None:
+    """A trained model's shape is fixed: a flag asking for another one would be ignored, or break it."""
+    for name in MODEL_SHAPE:
         if name in overrides and overrides[name] != saved[name]:
-            fail(f"--{name}={overrides[name]} does not fit {source}, whose model has {name}={saved[name]}: "
-                 "--sample takes the model's shape from it; drop the flag")  # fmt: skip
+            fail(f"cannot {doing} with --{name}={overrides[name]}: the saved model has {name}={saved[name]}; {advice}")
 
 
 def resumed_settings(saved: dict, overrides: dict) -> dict:
     """A resumed run keeps its saved settings; the command line may change anything but the model's shape."""
     # runs saved before these settings existed used GPT-2's tanh GELU, SDPA, and no average of the weights
     saved = {"gelu": "tanh", "attention": "sdpa", "ema_decay": 0.0, **saved}
-    for name in ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu"):
-        if name in overrides and overrides[name] != saved[name]:
-            fail(
-                f"cannot resume with --{name}={overrides[name]}: the saved model has {name}={saved[name]}; "
-                "drop that flag, or start a new run without --resume"
-            )
+    refuse_another_shape(saved, overrides, "resume", "drop that flag, or start a new run without --resume")
     known = {f.name for f in dataclasses.fields(Hyperparameters)}
     return {**{k: v for k, v in saved.items() if k in known}, **overrides}
 
@@ -1533,7 +1529,8 @@ def main(argv: list[str]) -> None:
         return export_hf(load_checkpoint(hp.out_file, "cpu"), hp.export_hf)
     if hp.sample:
         model, tokenizer = load_for_sampling(hp, device, dtype)
-        check_same_shape(model, tokenizer, overrides, hp.init_from or hp.out_file)
+        saved = {**dataclasses.asdict(model.config), "tokenizer": tokenizer.to_dict()["kind"]}
+        refuse_another_shape(saved, overrides, "sample", "drop that flag: --sample reads the shape from the model")
     else:
         model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
         if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup

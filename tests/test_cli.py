@@ -63,7 +63,7 @@ def test_sample_accepts_the_training_flags_and_refuses_a_shape_it_would_ignore(t
     assert run_script("gpt.py", [*TINY_RUN, "--sample"], folder).returncode == 0  # the training command + --sample
     result = run_script("gpt.py", ["--sample", "--n_layer=8"], folder)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "--n_layer=8 does not fit trained_model.pth, whose model has n_layer=2" in result.stderr
+    assert "cannot sample with --n_layer=8: the saved model has n_layer=2" in result.stderr
 
 
 def test_same_seed_gives_the_same_sample_and_a_new_seed_another(trained):
