@@ -685,8 +685,8 @@ def train(
     start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
     if state:  # --resume: put the saved run back exactly as it stopped (restore, in Part 2)
         start_step, best_val_loss, elapsed_before = restore(state, model, averaged, optimizer, sampler, hp, device)
-    shape = f"{config.n_layer} layers, {config.n_embd} wide, {attention} attention"  # see pick_attention
-    print(f"model: {model.num_params():,} parameters ({shape})")
+    shape = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}"
+    print(f"model: {model.num_params():,} parameters ({shape}, {attention} attention)")  # see pick_attention
     # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
     # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
@@ -1222,7 +1222,8 @@ def start_from_gpt2(hp: Hyperparameters, attention: str) -> tuple[GPT, Hyperpara
     """GPT-2's weights (--init_from), and the settings with GPT-2's shape and tokenizer in place of ours."""
     pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
     c = pretrained.config
-    print(f"starting from {hp.init_from}: {c.n_layer} layers, {c.n_embd} wide, context {c.block_size}")
+    shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}"
+    print(f"starting from {hp.init_from}: {shape}")
     hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                              block_size=c.block_size, bias=True, gelu=c.gelu)  # fmt: skip
     return pretrained, hp
@@ -1546,3 +1547,6 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)  # Ctrl-C outside training (loading, sampling): stop quietly
+    except BrokenPipeError:  # whatever read the output has stopped, as `python gpt.py --sample | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit fails no more
+        sys.exit(1)

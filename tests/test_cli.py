@@ -2,12 +2,14 @@
 
 import csv
 import math
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 import torch
 
-from conftest import TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
+from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
 
 TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
 
@@ -64,6 +66,18 @@ def test_sample_accepts_the_training_flags_and_refuses_a_shape_it_would_ignore(t
     result = run_script("gpt.py", ["--sample", "--n_layer=8"], folder)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "cannot sample with --n_layer=8: the saved model has n_layer=2" in result.stderr
+
+
+def test_sampling_into_a_reader_that_stops_early_ends_quietly(trained):
+    # `python gpt.py --sample | head -1`: head exits after one line, and the next write finds no reader
+    folder, _ = trained
+    command = [sys.executable, str(REPO / "gpt.py"), "--sample", "--num_samples=1", "--max_new_tokens=5000"]
+    gpt = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gpt.stdout.readline()
+    gpt.stdout.close()  # long before 5,000 tokens are written
+    stderr = gpt.stderr.read()
+    assert gpt.wait(timeout=120) == 1  # it did write into the closed pipe, and stopped there
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
 
 
 def test_same_seed_gives_the_same_sample_and_a_new_seed_another(trained):
