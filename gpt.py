@@ -91,7 +91,7 @@ class Hyperparameters:
     export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2 directory, then stop
     out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
     resume: bool = False  # --resume: continue the run saved beside out_file (trained_model.resume.pth)
-    sample: bool = False  # --sample: skip training, load out_file and print samples
+    sample: bool = False  # --sample: skip training, load out_file (or with init_from, GPT-2) and print samples
     prompt: str = ""  # text the samples start from ('' = a newline, or GPT-2's <|endoftext|>)
     prompt_file: str = ""  # or read the prompt from this file
     num_samples: int = 2  # how many samples to print (drawn as one batch; a single one streams as it is written)
@@ -651,20 +651,19 @@ def train(
     dtype: torch.dtype,
     autocast,
     state: dict | None,
+    pretrained: GPT | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """Train from scratch, or from a saved state (--resume), up to max_iters. Returns the model with
-    the best val loss (other ranks: the last weights) and its tokenizer.
+    """Train from scratch, from GPT-2's weights (pretrained, --init_from), or from a saved state
+    (--resume), up to max_iters. Returns the model with the best val loss (other ranks: the last
+    weights) and its tokenizer.
 
     Under torchrun, world_size processes each run this same function; rank 0 also logs and saves.
     """
     master = rank == 0
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     attention = pick_attention(hp.attention, device, dtype, hp.block_size)
-    fine_tune = bool(hp.init_from) and not state
-    if fine_tune:  # start from GPT-2: its weights, and its shape and tokenizer in hp (in Part 2)
-        pretrained, hp = start_from_gpt2(hp, attention)
     train_data, val_data, tokenizer = load_data(hp, state)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer, n_head=hp.n_head,
                        n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, gelu=hp.gelu,
@@ -677,7 +676,7 @@ def train(
         epoch_steps = len(sampler.windows) / (hp.batch_size * hp.grad_accum_steps)
         stride = hp.stride or hp.block_size
         print(f"one epoch = {len(sampler.windows):,} sliding windows, {stride} apart = {epoch_steps:,.1f} steps")
-    model = (pretrained if fine_tune else GPT(config)).to(device)
+    model = (GPT(config) if pretrained is None else pretrained).to(device)
     optimizer = make_optimizer(model, hp, device)
     # the weights that are evaluated, kept and sampled: a moving average (see update_average), or
     # with ema_decay=0 the trained weights themselves, which saves a copy (0.5 GB for GPT-2 124M)
@@ -933,6 +932,7 @@ def load_for_sampling(
 ) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
     if hp.init_from:
+        print(f"sampling {hp.init_from} as it is (to sample a model fine-tuned from it, drop --init_from)")
         attention = pick_attention(hp.attention, device, dtype, 1024)  # GPT-2's context
         return from_pretrained(hp.init_from, attention=attention).to(device), make_tokenizer("gpt2")
     model, tokenizer, checkpoint = load_model(hp.out_file, device, hp.attention, dtype)
@@ -1218,14 +1218,19 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     return model
 
 
-def start_from_gpt2(hp: Hyperparameters, attention: str) -> tuple[GPT, Hyperparameters]:
+def start_from_gpt2(
+    hp: Hyperparameters, device: str, dtype: torch.dtype, overrides: dict
+) -> tuple[GPT, Hyperparameters]:
     """GPT-2's weights (--init_from), and the settings with GPT-2's shape and tokenizer in place of ours."""
+    attention = pick_attention(hp.attention, device, dtype, hp.block_size)
     pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
     c = pretrained.config
+    # the shape is GPT-2's, except that --block_size may crop its context (see from_pretrained)
+    gpt2 = {**dataclasses.asdict(c), "tokenizer": "gpt2"}
+    refuse_another_shape(gpt2, overrides, f"start from {hp.init_from}", "drop that flag: the shape is GPT-2's")
     shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}"
     print(f"starting from {hp.init_from}: {shape}")
-    hp = dataclasses.replace(hp, tokenizer="gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
-                             block_size=c.block_size, bias=True, gelu=c.gelu)  # fmt: skip
+    hp = dataclasses.replace(hp, **{name: gpt2[name] for name in MODEL_SHAPE})
     return pretrained, hp
 
 
@@ -1533,7 +1538,10 @@ def main(argv: list[str]) -> None:
         saved = {**dataclasses.asdict(model.config), "tokenizer": tokenizer.to_dict()["kind"]}
         refuse_another_shape(saved, overrides, "sample", "drop that flag: --sample reads the shape from the model")
     else:
-        model, tokenizer = train(hp, device, dtype, autocast, state, rank, world_size)
+        pretrained = None
+        if hp.init_from and not state:  # fine-tune GPT-2: its weights, and its shape and tokenizer in hp
+            pretrained, hp = start_from_gpt2(hp, device, dtype, overrides)
+        model, tokenizer = train(hp, device, dtype, autocast, state, pretrained, rank, world_size)
         if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup
             torch.distributed.barrier()
     if rank == 0:

@@ -61,7 +61,8 @@ def test_greedy_generation_agrees_with_hugging_face_for_50_tokens(hf_dir):
 
 def test_fine_tune_then_export_loads_in_transformers_with_the_same_logits(hf_dir, shakespeare):
     gpt2_tokenizer_or_skip()
-    args = [*TINY, f"--init_from={hf_dir}", "--max_iters=3", "--eval_interval=3", "--max_new_tokens=5"]
+    tiny = [arg for arg in TINY if not arg.startswith(("--n_layer", "--n_head", "--n_embd"))]  # GPT-2's shape
+    args = [*tiny, f"--init_from={hf_dir}", "--max_iters=3", "--eval_interval=3", "--max_new_tokens=5"]
     result = run_script("gpt.py", args, shakespeare)
     assert result.returncode == 0, result.stderr
     # block_size is cropped to --block_size=32
@@ -105,7 +106,25 @@ def test_sample_straight_from_a_pretrained_model(hf_dir, tmp_path):
         "gpt.py", ["--sample", f"--init_from={hf_dir}", "--num_samples=1", "--max_new_tokens=10"], tmp_path
     )
     assert result.returncode == 0, result.stderr
+    assert f"sampling {hf_dir} as it is" in result.stdout  # not a model fine-tuned from it
     assert "--- sample 1 of 1 ---" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--n_head=2", "cannot start from {} with --n_head=2: the saved model has n_head=4"),
+        ("--block_size=128", "cannot start from {} with --block_size=128: the saved model has block_size=64"),
+        ("--tokenizer=char", "cannot start from {} with --tokenizer=char: the saved model has tokenizer=gpt2"),
+    ],
+)
+def test_fine_tuning_refuses_a_shape_flag_it_would_ignore(hf_dir, shakespeare, flag, message):
+    # GPT-2's weights fix the model's shape; --block_size may only crop its context (64 positions here)
+    gpt2_tokenizer_or_skip()
+    result = run_script("gpt.py", [f"--init_from={hf_dir}", flag, "--max_iters=1"], shakespeare)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert message.format(hf_dir) in result.stderr
+    assert not (shakespeare / "trained_model.pth").exists()
 
 
 @pytest.mark.parametrize(
