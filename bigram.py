@@ -21,7 +21,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt import get_batch, load_tokens, parse_overrides, random_starts, split_tokens
+from gpt import (
+    UserError,
+    check_at_least,
+    get_batch,
+    load_tokens,
+    parse_overrides,
+    random_starts,
+    sample_next_token,
+    split_tokens,
+)
 
 
 @dataclass
@@ -63,6 +72,7 @@ def count_table_loss(train_data: np.ndarray, val_data: np.ndarray, vocab_size: i
 
 def main(argv: list[str]) -> None:
     s = BigramSettings(**parse_overrides(argv, BigramSettings))
+    check_at_least(s, dict(batch_size=1, block_size=1, max_iters=0, eval_interval=1, smoothing=0.0, max_new_tokens=0))
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
     tokens, tokenizer = load_tokens(s.input_file, s.tokenizer)
@@ -89,10 +99,12 @@ def main(argv: list[str]) -> None:
 
     idx = [tokenizer.start_token]
     for _ in range(s.max_new_tokens):  # sample: each token drawn from the table row of the one before
-        probs = F.softmax(model(torch.tensor(idx[-1:])), dim=-1)
-        idx.append(torch.multinomial(probs[0], 1, generator=generator).item())
+        idx.append(sample_next_token(model(torch.tensor(idx[-1:])), generator=generator).item())
     print(f"\n--- sample ---\n{tokenizer.decode(idx[1:])}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except UserError as e:  # a missing text, an unknown setting, ...: one line, as gpt.py says it
+        sys.exit(f"error: {e}")

@@ -1292,14 +1292,19 @@ def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
     return overrides
 
 
+def check_at_least(settings, minimum: dict) -> None:
+    for name, low in minimum.items():
+        if getattr(settings, name) < low:
+            fail(f"--{name} must be at least {low}, not {getattr(settings, name)}")
+
+
 def check_settings(hp: Hyperparameters) -> None:
     """Values no run can use, refused before anything is read or written."""
-    minimum = dict(n_layer=1, n_head=1, n_embd=1, block_size=2, batch_size=1, grad_accum_steps=1, eval_interval=1,
-                   eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0, sample_tokens=0,
-                   max_new_tokens=0, top_k=0, temperature=0.0, grad_clip=0.0, weight_decay=0.0, min_lr=0.0)  # fmt: skip
-    for name, low in minimum.items():
-        if getattr(hp, name) < low:
-            fail(f"--{name} must be at least {low}, not {getattr(hp, name)}")
+    # block_size: at least 2, so the 3/4 of a full window that generating keeps (GPT.stream) holds a token
+    check_at_least(hp, dict(n_layer=1, n_head=1, n_embd=1, block_size=2, batch_size=1, grad_accum_steps=1,
+                            eval_interval=1, eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0,
+                            sample_interval=0, sample_tokens=0, max_new_tokens=0, top_k=0, temperature=0.0,
+                            grad_clip=0.0, weight_decay=0.0, min_lr=0.0))  # fmt: skip
     for name in ("dropout", "beta1", "beta2", "ema_decay"):
         if not 0 <= getattr(hp, name) < 1:
             fail(f"--{name} must be from 0 up to (not including) 1, not {getattr(hp, name)}")

@@ -1,8 +1,10 @@
-"""bigram.py, the baseline: its trained loss lands on the floor that counting gives."""
+"""bigram.py, the baseline: its trained loss lands on the floor that counting gives; bad input gets one line."""
 
 import math
 import re
 from collections import Counter
+
+import pytest
 
 from conftest import run_script
 
@@ -28,3 +30,18 @@ def test_count_table_floor_matches_counting_pairs_by_hand(shakespeare):
     result = run_script("bigram.py", ["--max_iters=0", "--max_new_tokens=1"], shakespeare)
     floor = float(re.search(r"count table \(no training\): val loss ([\d.]+)", result.stdout).group(1))
     assert abs(floor - loss) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--eval_interval=0"], "--eval_interval must be at least 1, not 0"),
+        (["--batch_size=0"], "--batch_size must be at least 1, not 0"),
+        (["--n_layer=4"], "unknown setting '--n_layer=4'"),
+        (["--input_file=missing.txt"], "cannot read 'missing.txt'"),
+    ],
+)
+def test_bad_input_gets_one_line_as_in_gpt_py(shakespeare, args, message):
+    result = run_script("bigram.py", args, shakespeare)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
