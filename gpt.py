@@ -102,7 +102,8 @@ class Hyperparameters:
     kv_cache: bool = True  # reuse each token's keys and values while generating (False: recompute, to compare)
 
 
-# On a CUDA GPU the classic "baby GPT" from Karpathy's lecture replaces the CPU defaults.
+# On a CUDA GPU the classic "baby GPT" replaces the CPU defaults: the model of Karpathy's lecture,
+# trained with the learning rates and weight decay of nanoGPT's config/train_shakespeare_char.py.
 CUDA_DEFAULTS = dict(
     n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
     max_iters=5000, learning_rate=1e-3, min_lr=1e-4, weight_decay=0.1, eval_interval=500, eval_iters=200,
@@ -129,7 +130,7 @@ class CharTokenizer:
         self.chars = chars
         self.vocab_size = len(chars)
         self.stoi = {ch: i for i, ch in enumerate(chars)}
-        self.start_token = self.stoi.get("\n", 0)  # samples start on a fresh line
+        self.start_token = self.stoi.get("\n", 0)  # samples start on a fresh line (if the text has one)
         self.stop_token = None  # samples run to their full length
 
     def encode(self, text: str) -> list[int]:
@@ -574,15 +575,16 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
 def load_checkpoint(path: str, device: str) -> dict:
     if not os.path.exists(path):
         fail(f"no checkpoint at {path!r}: train one first with `python gpt.py`")
+    damaged = f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again or use another"
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        fail(f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again or use another")
+        fail(damaged)
     try:
         # weights_only: accept tensors and plain data only, so loading a file can never run its code
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         fail(f"refused to load {path!r}: it holds Python objects that could run code; use only checkpoints you trust")
     except Exception:
-        fail(f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again or use another")
+        fail(damaged)
     if not isinstance(checkpoint, dict) or not {"model", "config", "tokenizer"} <= checkpoint.keys():
         fail(f"{path!r} is a PyTorch file but not a gpt.py checkpoint (no model config or tokenizer in it)")
     return checkpoint
@@ -699,6 +701,7 @@ def train(
         train_model = nn.parallel.DistributedDataParallel(train_model)
     log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
     log_file, log = open_log(log_path if master else os.devnull, start_step if state else None)
+    start_time = time.time()  # training time, for the log and for --resume's file
 
     def model_file(step: int) -> dict:
         """What --sample needs: the weights and everything that says how to read them."""
@@ -756,7 +759,6 @@ def train(
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     signal.signal(signal.SIGINT, on_ctrl_c)
-    start_time = time.time()
     progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0, disable=not master)
     for step in range(start_step, hp.max_iters + 1):
         stop = interrupted
@@ -915,7 +917,7 @@ def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hype
 def load_model(
     path: str, device: str, attention: str = "auto", dtype: torch.dtype = torch.float32
 ) -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
-    """A model gpt.py saved, ready to generate in dtype: its shape and tokenizer come from the file."""
+    """A model gpt.py saved: its shape and tokenizer come from the file, its attention suits dtype."""
     checkpoint = load_checkpoint(path, device)
     try:
         config = GPTConfig(**checkpoint["config"])
@@ -1509,6 +1511,8 @@ def main(argv: list[str]) -> None:
         state = load_checkpoint(path, "cpu")  # random generator states must be CPU tensors; weights move later
         if "optimizer" not in state:
             fail(f"{path!r} holds a model but no training state to resume: use it with --sample, or train anew")
+        if "sampler" not in state:  # gpt.py before 2026-11-22 kept only its batches' random generator
+            fail(f"{path!r} was saved by an older gpt.py, which kept too little to resume exactly: train anew")
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Hyperparameters(**{**settings, "device": device})
     check_settings(hp)

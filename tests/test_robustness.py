@@ -80,6 +80,20 @@ def test_a_run_saved_before_averaging_and_attention_existed_resumes_as_it_was_tr
     assert all(torch.equal(new["model"][k], new["trained_model"][k]) for k in new["model"])  # no average
 
 
+def test_a_run_saved_before_the_batch_sampler_existed_gets_one_line_and_stays_as_it_was(shakespeare):
+    args = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
+    assert run_script("gpt.py", args, shakespeare).returncode == 0
+    path = shakespeare / "trained_model.resume.pth"
+    old = torch.load(path, weights_only=True)  # such files kept the batches' random generator instead
+    old["batch_rng"] = old.pop("sampler")["rng"]
+    torch.save(old, path)
+    before = path.read_bytes()
+    resumed = run_script("gpt.py", ["--resume", "--max_iters=30"], shakespeare)
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+    assert "was saved by an older gpt.py, which kept too little to resume exactly: train anew" in resumed.stderr
+    assert path.read_bytes() == before
+
+
 def test_same_seed_gives_the_same_loss_curve(shakespeare):
     again = copy_of(shakespeare, "again")
     args = [*TINY, "--max_iters=40", "--eval_interval=20", "--dropout=0.1", "--max_new_tokens=1"]
