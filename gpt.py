@@ -1344,6 +1344,8 @@ def check_settings(hp: Hyperparameters) -> None:
             fail(f"--{name} must be one of {', '.join(allowed)}, not {getattr(hp, name)!r}")
     if not 0 <= hp.stride <= hp.block_size:  # a longer stride would skip text between windows
         fail(f"--stride must be from 1 to block_size ({hp.block_size}), or 0 for block_size; not {hp.stride}")
+    if hp.stride and hp.batching != "sliding":
+        fail(f"--stride={hp.stride} places sliding windows: add --batching=sliding, or drop --stride")
 
 
 def pick_device(requested: str) -> str:

@@ -186,6 +186,7 @@ def snapshot(folder: Path) -> dict:
         (None, ["--n_embd=31"], "n_embd (31) must be divisible by n_head (2)"),
         (None, ["--max_iter=5"], "did you mean --max_iters?"),
         (None, ["--batching=sliding", "--stride=50"], "--stride must be from 1 to block_size (32)"),
+        (None, ["--stride=16"], "--stride=16 places sliding windows: add --batching=sliding, or drop --stride"),
         (None, ["--dropout=lots"], "--dropout takes a number, not 'lots'"),
         (
             None,
