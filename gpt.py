@@ -19,11 +19,13 @@ import csv
 import ctypes
 import dataclasses
 import difflib
+import inspect
 import itertools
 import json
 import math
 import os
 import pickle
+import shlex
 import shutil
 import signal
 import sys
@@ -565,11 +567,14 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
     # Write a temporary file, force it to disk, then rename it over the old one. The rename is
     # atomic, so a crash or a kill at any moment leaves either the old file or the new one, never half.
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only folder, ...
+        fail(f"cannot save {path!r} ({e.strerror}): free some space, or pick another --out_file")
 
 
 def load_checkpoint(path: str, device: str) -> dict:
@@ -956,6 +961,8 @@ def load_for_sampling(
 
 
 def open_text(path: str) -> BinaryIO:
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, or a pipe (the text is read twice)
+        fail(f"{path!r} is not a file: put your training text in a file and pass --input_file=PATH")
     try:
         return open(path, "rb")
     except OSError as e:
@@ -1069,7 +1076,7 @@ def resume_path(out_file: str) -> str:
 
 def resume_command(out_file: str, world_size: int) -> str:
     """What to type to continue a run stopped with Ctrl-C."""
-    flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={out_file}"
+    flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={shlex.quote(out_file)}"
     script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
     if world_size == 1:
         return f"python {script} {flags}"
@@ -1085,7 +1092,10 @@ def open_log(path: str, resume_step: int | None) -> tuple:
     if resume_step is not None and os.path.exists(path):
         with open(path, newline="") as f:
             rows = [row for row in csv.DictReader(f) if int(row["step"]) < resume_step]
-    file = open(path, "w", newline="")
+    try:
+        file = open(path, "w", newline="")
+    except OSError as e:
+        fail(f"cannot write {path!r} ({e.strerror}): pick another --out_file; the log goes beside it")
     log = csv.DictWriter(file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
     log.writeheader()
     log.writerows(rows)
@@ -1161,7 +1171,8 @@ def import_transformers() -> ModuleType:
     try:
         import transformers
 
-        transformers.logging.set_verbosity_error()  # keep its warnings out of our one-line messages
+        transformers.logging.set_verbosity_error()  # keep its warnings and progress bars out of our messages
+        transformers.logging.disable_progress_bar()
         return transformers
     except ImportError:
         fail("this needs Hugging Face transformers: pip install transformers")
@@ -1269,10 +1280,16 @@ def export_hf(checkpoint: dict, directory: str) -> None:
 def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
     """Turn ['--n_layer=4', '--sample'] into {'n_layer': 4, 'sample': True}, checking every name and type."""
     types = {f.name: f.type for f in dataclasses.fields(settings)}
+    if "-h" in argv or "--help" in argv:  # every setting, its default and what it does, as the file has them
+        print(f"usage: python {sys.argv[0]} [--setting=value ...], with any of these settings:\n")
+        print(inspect.getsource(settings))
+        raise SystemExit(0)
     overrides = {}
     for arg in argv:
         name, has_value, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or name not in types:
+        if not arg.startswith("--"):
+            fail(f"{arg!r} is not a setting: write settings as --name=value, with no spaces around the =")
+        if name not in types:
             close = difflib.get_close_matches(name, types, n=1)
             hint = f"did you mean --{close[0]}?" if close else f"see {settings.__name__} at the top of the file"
             fail(f"unknown setting {arg!r}: {hint}")
@@ -1315,10 +1332,18 @@ def check_settings(hp: Hyperparameters) -> None:
     out_folder = os.path.dirname(hp.out_file) or "."
     if not os.path.isdir(out_folder):
         fail(f"--out_file={hp.out_file}: there is no folder {out_folder!r}; create it first")
-    if not os.path.basename(hp.out_file) or os.path.isdir(hp.out_file):
-        fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, not a folder")
-    same_file = os.path.realpath(hp.input_file) in map(os.path.realpath, (hp.out_file, resume_path(hp.out_file)))
-    if same_file and not (hp.sample or hp.export_hf):
+    if not os.path.basename(hp.out_file) or (os.path.exists(hp.out_file) and not os.path.isfile(hp.out_file)):
+        fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, not a folder or a device")
+    training = not (hp.sample or hp.export_hf)
+    if training and not os.access(out_folder, os.W_OK):
+        fail(f"--out_file={hp.out_file}: cannot write in {out_folder!r}; pick a folder you can write to")
+    # what a run writes: out_file, its resume file, and train_log.csv and loss.png beside them
+    written = [
+        hp.out_file,
+        resume_path(hp.out_file),
+        *(os.path.join(out_folder, f) for f in ("train_log.csv", "loss.png")),
+    ]
+    if training and os.path.realpath(hp.input_file) in map(os.path.realpath, written):
         fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {hp.input_file}: pick another name")
     if hp.export_hf and os.path.exists(hp.export_hf) and not os.path.isdir(hp.export_hf):
         fail(f"--export_hf={hp.export_hf} is a file; name a folder to write the model into")
@@ -1566,6 +1591,8 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)  # Ctrl-C outside training (loading, sampling): stop quietly
+    except (MemoryError, torch.OutOfMemoryError):  # in the RAM of a CPU, or a GPU's own memory
+        sys.exit("error: out of memory: use a smaller --batch_size, --block_size or model (or fewer --num_samples)")
     except BrokenPipeError:  # whatever read the output has stopped, as `python gpt.py --sample | head` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit fails no more
         sys.exit(1)

@@ -1,6 +1,7 @@
 """gpt.py run as a user runs it: a subprocess in a scratch folder, checking output, exit code and files."""
 
 import csv
+import dataclasses
 import math
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
+from gpt import Hyperparameters
 
 TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
 
@@ -66,6 +68,13 @@ def test_sample_accepts_the_training_flags_and_refuses_a_shape_it_would_ignore(t
     result = run_script("gpt.py", ["--sample", "--n_layer=8"], folder)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "cannot sample with --n_layer=8: the saved model has n_layer=2" in result.stderr
+
+
+def test_help_lists_every_setting_with_its_default_and_what_it_does(tmp_path):
+    result = run_script("gpt.py", ["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "    n_layer: int = " in result.stdout and "# transformer blocks" in result.stdout  # with its comment
+    assert all(f"    {setting.name}: " in result.stdout for setting in dataclasses.fields(Hyperparameters))
 
 
 def test_sampling_into_a_reader_that_stops_early_ends_quietly(trained):
@@ -165,7 +174,7 @@ def test_training_with_gpt2_tokenizer(shakespeare):
         (["--n_layer=four"], "--n_layer takes a whole number, not 'four'"),
         (["--learning_rate=fast"], "--learning_rate takes a number"),
         (["--compile=maybe"], "--compile takes true or false"),
-        (["n_layer=4"], "unknown setting 'n_layer=4'"),
+        (["n_layer=4"], "'n_layer=4' is not a setting: write settings as --name=value"),
         (["--tokenizer=bpe"], "--tokenizer must be 'char' or 'gpt2'"),
         (["--gelu=relu"], "--gelu must be one of exact, tanh, not 'relu'"),
         # the head counts offered are the divisors of 30 up to 16

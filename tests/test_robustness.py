@@ -3,6 +3,7 @@
 import hashlib
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, copy_of, run_script, train_log, write_shakespeare
-from gpt import GPT, GPTConfig, load_checkpoint
+from gpt import GPT, GPTConfig, load_checkpoint, resume_command
 
 
 def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -221,12 +222,19 @@ def snapshot(folder: Path) -> dict:
         ("model_only", ["--resume"], "holds a model but no training state to resume"),
         (None, ["--resume", "--max_iters=5"], "past --max_iters=5: raise --max_iters to go on"),
         (None, ["--init_from=./my_gpt2"], "--init_from=./my_gpt2: there is no such folder"),
+        ("pipe", ["--input_file=pipe"], "'pipe' is not a file: put your training text in a file"),  # it hung
+        ("pipe", ["--out_file=pipe"], "--out_file='pipe' must name a file, such as trained_model.pth, not a"),
+        (None, ["--input_file=train_log.csv"], "would overwrite the text it trains on, train_log.csv"),
+        (None, ["--prompt", "ROMEO:"], "'ROMEO:' is not a setting: write settings as --name=value"),
+        (None, ["--sample", "--num_samples=1000000000000"], "out of memory: use a smaller --batch_size"),
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):
     files = {"empty.txt": "", "short.txt": "To be, or not to be.\n" * 2, "greek.txt": "αβγ " * 2000}
     if setup == "runs/":
         (trained_folder / "runs").mkdir()
+    elif setup == "pipe":  # a named pipe, such as `mkfifo` makes
+        os.mkfifo(trained_folder / "pipe")
     elif setup == "model_only":  # a model file in the resume file's place
         shutil.copy(trained_folder / "trained_model.pth", trained_folder / "trained_model.resume.pth")
     elif setup:
@@ -239,6 +247,11 @@ def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup,
     after = snapshot(trained_folder)
     assert {name: after.get(name) for name in before} == before  # every file the user had is unchanged
     assert all(".tokens" in name for name in after.keys() - before.keys())  # new: at most a token cache
+
+
+def test_the_resume_command_pastes_into_a_shell_even_with_a_space_in_the_path():
+    command = resume_command("my runs/m.pth", world_size=1)
+    assert shlex.split(command)[-2:] == ["--resume", "--out_file=my runs/m.pth"]
 
 
 def test_a_diverging_run_stops_and_leaves_the_earlier_runs_model_untouched(shakespeare):
