@@ -782,7 +782,8 @@ def train(
             group["lr"] = lr
 
         if step % hp.eval_interval == 0 or step == hp.max_iters:
-            save_state(step)  # --resume's file; a run resumed from here evaluates this step again
+            if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would be lost)
+                save_state(step)  # --resume's file; a run resumed from here evaluates this step again
             if evaluate(step, lr):  # the val loss reached --target_loss
                 tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
                 break

@@ -254,13 +254,15 @@ def test_the_resume_command_pastes_into_a_shell_even_with_a_space_in_the_path():
     assert shlex.split(command)[-2:] == ["--resume", "--out_file=my runs/m.pth"]
 
 
-def test_a_diverging_run_stops_and_leaves_the_earlier_runs_model_untouched(shakespeare):
+def test_a_diverging_run_stops_and_leaves_the_earlier_runs_model_and_state_untouched(shakespeare):
     assert run_script("gpt.py", [*TINY, "--max_iters=20", "--max_new_tokens=1"], shakespeare).returncode == 0
     before = digest(shakespeare / "trained_model.pth")
+    state_before = digest(shakespeare / "trained_model.resume.pth")  # the earlier run can still be resumed
     result = run_script("gpt.py", [*TINY, "--learning_rate=1e6", "--warmup_iters=1", "--max_iters=50"], shakespeare)
     assert result.returncode != 0
     assert "the loss became nan" in result.stderr and "lower --learning_rate" in result.stderr
     assert digest(shakespeare / "trained_model.pth") == before  # not replaced by the untrained step 0
+    assert digest(shakespeare / "trained_model.resume.pth") == state_before
 
 
 def test_a_run_interrupted_before_it_trained_leaves_the_earlier_runs_model_untouched(trained_folder):
