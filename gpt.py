@@ -1335,6 +1335,9 @@ def check_settings(hp: Hyperparameters) -> None:
         fail(f"--out_file={hp.out_file}: there is no folder {out_folder!r}; create it first")
     if not os.path.basename(hp.out_file) or (os.path.exists(hp.out_file) and not os.path.isfile(hp.out_file)):
         fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, not a folder or a device")
+    modes = [f"--{mode}" for mode in ("sample", "export_hf", "resume") if getattr(hp, mode)]
+    if len(modes) > 1:
+        fail(f"{' and '.join(modes)} do different things: run them one at a time")
     training = not (hp.sample or hp.export_hf)
     if training and not os.access(out_folder, os.W_OK):
         fail(f"--out_file={hp.out_file}: cannot write in {out_folder!r}; pick a folder you can write to")
