@@ -1312,7 +1312,8 @@ def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
     return overrides
 
 
-def check_at_least(settings, minimum: dict) -> None:
+def check_at_least(settings: object, minimum: dict) -> None:
+    """Each setting named in minimum is at least its value there (bigram.py uses this too)."""
     for name, low in minimum.items():
         if getattr(settings, name) < low:
             fail(f"--{name} must be at least {low}, not {getattr(settings, name)}")
@@ -1595,7 +1596,7 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)  # Ctrl-C outside training (loading, sampling): stop quietly
-    except (MemoryError, torch.OutOfMemoryError):  # in the RAM of a CPU, or a GPU's own memory
+    except (MemoryError, torch.cuda.OutOfMemoryError):  # in the computer's RAM, or in a GPU's own memory
         sys.exit("error: out of memory: use a smaller --batch_size, --block_size or model (or fewer --num_samples)")
     except BrokenPipeError:  # whatever read the output has stopped, as `python gpt.py --sample | head` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit fails no more
