@@ -1554,7 +1554,9 @@ def main(argv: list[str]) -> None:
         hp = dataclasses.replace(hp, grad_accum_steps=rounded)
     if state and state["step"] > hp.max_iters:
         fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: raise --max_iters to go on")
-    if hp.prompt_file:  # from here on, the prompt is just text
+    if "prompt" in overrides and "prompt_file" in overrides:
+        fail("--prompt and --prompt_file both give the prompt: keep one of them")
+    if hp.prompt_file and "prompt" not in overrides:  # from here on, the prompt is just text
         hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
     dtype, why = pick_dtype(device, hp.dtype, world_size)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")

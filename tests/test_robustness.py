@@ -225,6 +225,7 @@ def snapshot(folder: Path) -> dict:
         ("pipe", ["--input_file=pipe"], "'pipe' is not a file: put your training text in a file"),  # it hung
         ("pipe", ["--out_file=pipe"], "--out_file='pipe' must name a file, such as trained_model.pth, not a"),
         (None, ["--input_file=train_log.csv"], "would overwrite the text it trains on, train_log.csv"),
+        ("opening.txt", ["--prompt=KING", "--prompt_file=opening.txt"], "--prompt and --prompt_file both give"),
         (None, ["--sample", "--resume"], "--sample and --resume do different things: run them one at a time"),
         (None, ["--prompt", "ROMEO:"], "'ROMEO:' is not a setting: write settings as --name=value"),
         (None, ["--sample", "--num_samples=1000000000000"], "out of memory: use a smaller --batch_size"),
