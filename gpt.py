@@ -1242,8 +1242,7 @@ def start_from_gpt2(
     # the shape is GPT-2's, except that --block_size may crop its context (see from_pretrained)
     gpt2 = {**dataclasses.asdict(c), "tokenizer": "gpt2"}
     refuse_another_shape(gpt2, overrides, f"start from {hp.init_from}", "drop that flag: the shape is GPT-2's")
-    shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}"
-    print(f"starting from {hp.init_from}: {shape}")
+    print(f"starting from {hp.init_from}, context {c.block_size}")  # train() prints the rest of its shape
     hp = dataclasses.replace(hp, **{name: gpt2[name] for name in MODEL_SHAPE})
     return pretrained, hp
 
