@@ -26,15 +26,21 @@ UPDATE_SECONDS = 0.1  # how often the text so far is sent to the page: often eno
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve a web page that generates text with a trained model.")
+    parser = argparse.ArgumentParser(
+        description="Serve a web page that generates text with a trained model."
+    )
     parser.add_argument("--checkpoint", default="trained_model.pth", help="the model gpt.py saved")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network)"
+    )
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="also make a public link through gradio.live")
+    parser.add_argument(
+        "--share", action="store_true", help="also make a public link through gradio.live"
+    )
     return parser.parse_args(argv)
 
 
-def describe(checkpoint: dict, model: gpt.GPT, tokenizer: gpt.CharTokenizer | gpt.GPT2Tokenizer) -> str:
+def describe(checkpoint: dict, model: gpt.GPT, tokenizer: gpt.Tokenizer) -> str:
     """The model's facts in one line: size, tokenizer, how good it got, and where it was trained."""
     facts = [
         f"{model.num_params():,} parameters",
@@ -44,7 +50,9 @@ def describe(checkpoint: dict, model: gpt.GPT, tokenizer: gpt.CharTokenizer | gp
     ]
     hp = checkpoint.get("hyperparameters") or {}
     if hp.get("input_file"):
-        facts.append(f"trained on {hp['input_file']}" + (f" ({hp['device']})" if hp.get("device") else ""))
+        facts.append(
+            f"trained on {hp['input_file']}" + (f" ({hp['device']})" if hp.get("device") else "")
+        )
     return " · ".join(facts)
 
 
@@ -66,15 +74,23 @@ def padded(texts: list[str]) -> list[str]:
     return texts + [""] * (MAX_OUTPUTS - len(texts))
 
 
-def make_generate(model: gpt.GPT, tokenizer: gpt.CharTokenizer | gpt.GPT2Tokenizer) -> Callable[..., Iterator[list]]:
+def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Iterator[list]]:
     # the arguments arrive as the browser or a script sent them (preprocess=False below): anything at all
     def generate(
-        prompt: object, max_new_tokens: object, num_outputs: object, temperature: object, top_k: object, seed: object
+        prompt: object,
+        max_new_tokens: object,
+        num_outputs: object,
+        temperature: object,
+        top_k: object,
+        seed: object,
     ) -> Iterator[list]:
         """Stream the outputs into the page: a status line, then one text per box, the prompt first."""
         prompt = prompt if isinstance(prompt, str) else ""
         if len(prompt) > MAX_PROMPT_CHARS:
-            yield [f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.", *padded([])]
+            yield [
+                f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.",
+                *padded([]),
+            ]
             return
         n = int(clamp(num_outputs, 1, MAX_OUTPUTS))
         tokens = int(clamp(max_new_tokens, 1, MAX_NEW_TOKENS))
@@ -84,6 +100,7 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.CharTokenizer | gpt.GPT2Tokeniz
         settings = f"{n} × up to {tokens:,} tokens, temperature {temperature:g}, top-k {top_k or 'off'}, seed {seed}"
         texts, last_update = [""] * n, 0.0
         try:
+            gpt.check_readable(tokenizer, prompt)
             sampling = dict(temperature=temperature, top_k=top_k)
             for pieces in gpt.generate_text(model, tokenizer, prompt, n, tokens, seed, **sampling):
                 texts = [text + piece for text, piece in zip(texts, pieces)]
@@ -98,7 +115,7 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.CharTokenizer | gpt.GPT2Tokeniz
     return generate
 
 
-def build_page(model: gpt.GPT, tokenizer: gpt.CharTokenizer | gpt.GPT2Tokenizer, facts: str) -> "gr.Blocks":
+def build_page(model: gpt.GPT, tokenizer: gpt.Tokenizer, facts: str) -> "gr.Blocks":
     with gr.Blocks(title="gpt.py", analytics_enabled=False) as page:
         gr.Markdown(f"## Write with a gpt.py model\n{facts}")
         with gr.Row():
@@ -112,15 +129,24 @@ def build_page(model: gpt.GPT, tokenizer: gpt.CharTokenizer | gpt.GPT2Tokenizer,
                 )
                 button = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
-                length = gr.Slider(1, MAX_NEW_TOKENS, value=300, step=1, label="max length (new tokens)")
+                length = gr.Slider(
+                    1, MAX_NEW_TOKENS, value=300, step=1, label="max length (new tokens)"
+                )
                 outputs = gr.Slider(1, MAX_OUTPUTS, value=2, step=1, label="number of outputs")
-                temperature = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="temperature")
+                temperature = gr.Slider(
+                    0, MAX_TEMPERATURE, value=0.8, step=0.05, label="temperature"
+                )
                 top_k = gr.Slider(0, tokenizer.vocab_size, value=0, step=1, label="top-k (0 = off)")
                 seed = gr.Number(value=1337, precision=0, label="seed", info="same seed, same text")
         status = gr.Markdown(label="status")
-        boxes = [gr.Textbox(label=f"output {i + 1}", lines=6, visible=i < outputs.value) for i in range(MAX_OUTPUTS)]
+        boxes = [
+            gr.Textbox(label=f"output {i + 1}", lines=6, visible=i < outputs.value)
+            for i in range(MAX_OUTPUTS)
+        ]
 
-        def show_boxes(n: float) -> list:  # one box per output; generate() itself returns plain strings
+        def show_boxes(
+            n: float,
+        ) -> list:  # one box per output; generate() itself returns plain strings
             return [gr.Textbox(visible=i < n) for i in range(MAX_OUTPUTS)]
 
         outputs.change(show_boxes, outputs, boxes, queue=False, api_visibility="private")
@@ -142,18 +168,30 @@ def main(argv: list[str]) -> None:
     if gr is None:
         sys.exit("app.py needs gradio: pip install -r requirements-app.txt")
     try:
-        model, tokenizer, checkpoint = gpt.load_model(args.checkpoint, "cpu")  # small models generate fine in fp32
+        model, tokenizer, checkpoint = gpt.load_model(
+            args.checkpoint, "cpu"
+        )  # small models generate fine in fp32
     except gpt.UserError as e:
         sys.exit(f"error: {e}")
     page = build_page(model, tokenizer, describe(checkpoint, model, tokenizer))
     page.queue(default_concurrency_limit=1)
     try:
         _, local_url, share_url = page.launch(
-            server_name=args.host, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            quiet=True,
+            prevent_thread_lock=True,
         )
     except OSError as e:  # the port is taken, or the host is not this machine's
-        sys.exit(f"error: cannot serve on {args.host}:{args.port}: {first_sentence(e)}; try another --port or --host")
-    print(f"serving {args.checkpoint} at {local_url}" + (f" and {share_url}" if share_url else "") + " (Ctrl+C stops)")
+        sys.exit(
+            f"error: cannot serve on {args.host}:{args.port}: {first_sentence(e)}; try another --port or --host"
+        )
+    print(
+        f"serving {args.checkpoint} at {local_url}"
+        + (f" and {share_url}" if share_url else "")
+        + " (Ctrl+C stops)"
+    )
     page.block_thread()
 
 

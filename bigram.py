@@ -29,20 +29,20 @@ from gpt import (
     parse_overrides,
     random_starts,
     sample_next_token,
-    split_tokens,
+    split_long_enough,
 )
 
 
 @dataclass
 class BigramSettings:
     input_file: str = "input.txt"  # the text to train on
-    tokenizer: str = "char"  # 'char' or 'gpt2' (a 50,257 x 50,257 table: 10 GB, so mind your memory)
+    tokenizer: str = "char"  # 'char' or 'gpt2' (a 50,257 x 50,257 table: 10 GB, mind your memory)
     batch_size: int = 32  # sequences per step
     block_size: int = 8  # sequence length; a bigram model only ever looks one token back
     max_iters: int = 3000  # optimizer steps
-    learning_rate: float = 0.1  # peak; high is fine because the loss is convex in the table's entries
+    learning_rate: float = 0.1  # peak; high is fine: the loss is convex in the table's entries
     eval_interval: int = 500  # print the losses every this many steps
-    smoothing: float = 1.0  # pseudo-count added to every cell of the count table (add-one smoothing)
+    smoothing: float = 1.0  # pseudo-count added to every cell of the count table (add-one)
     max_new_tokens: int = 300  # length of the sample printed at the end
     seed: int = 1337
 
@@ -50,7 +50,7 @@ class BigramSettings:
 class BigramLanguageModel(nn.Module):
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
-        self.table = nn.Embedding(vocab_size, vocab_size)  # row i: scores for the token after token i
+        self.table = nn.Embedding(vocab_size, vocab_size)  # row i: scores of the token after i
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.table(idx)  # (B, T, vocab_size)
@@ -62,29 +62,34 @@ class BigramLanguageModel(nn.Module):
             return F.cross_entropy(self(ids[:-1]), ids[1:]).item()
 
 
-def count_table_loss(train_data: np.ndarray, val_data: np.ndarray, vocab_size: int, smoothing: float) -> float:
-    """Val loss of the best bigram model the training text defines: its next-token counts, normalised."""
+def count_table_loss(
+    train_data: np.ndarray, val_data: np.ndarray, vocab_size: int, smoothing: float
+) -> float:
+    """Val loss of the best bigram model of the training text: its next-token counts, normalised."""
     counts = np.full((vocab_size, vocab_size), smoothing)
-    np.add.at(counts, (train_data[:-1], train_data[1:]), 1)  # counts[a, b] += 1 for every pair "a b"
+    np.add.at(counts, (train_data[:-1], train_data[1:]), 1)  # counts[a, b] += 1 for each "a b"
     probs = counts / counts.sum(axis=1, keepdims=True)
     return float(-np.log(probs[val_data[:-1], val_data[1:]]).mean())
 
 
 def main(argv: list[str]) -> None:
     s = BigramSettings(**parse_overrides(argv, BigramSettings))
-    check_at_least(s, dict(batch_size=1, block_size=1, max_iters=0, eval_interval=1, smoothing=0.0, max_new_tokens=0))
+    minimum = dict(batch_size=1, block_size=1, max_iters=0, eval_interval=1, max_new_tokens=0)
+    check_at_least(s, {**minimum, "smoothing": 0.0})
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
     tokens, tokenizer = load_tokens(s.input_file, s.tokenizer)
-    train_data, val_data = split_tokens(tokens, s.block_size)
+    train_data, val_data = split_long_enough(tokens, s.block_size)
     floor = count_table_loss(train_data, val_data, tokenizer.vocab_size, s.smoothing)
-    print(f"count table (no training): val loss {floor:.4f}, the floor for any bigram model of this text")
+    print(f"count table (no training): val loss {floor:.4f}, the floor for any bigram model "
+          "of this text")  # fmt: skip
 
     model = BigramLanguageModel(tokenizer.vocab_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.learning_rate, weight_decay=0.0)
     for step in range(s.max_iters + 1):
         if step % s.eval_interval == 0 or step == s.max_iters:
-            print(f"step {step}: train loss {model.loss(train_data):.4f}, val loss {model.loss(val_data):.4f}")
+            train_loss, val_loss = model.loss(train_data), model.loss(val_data)
+            print(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
         if step == s.max_iters:
             break
         for group in optimizer.param_groups:  # decay linearly to 0, to settle into the minimum
@@ -98,8 +103,9 @@ def main(argv: list[str]) -> None:
     print(f"trained bigram val loss {model.loss(val_data):.4f}, count-table floor {floor:.4f}")
 
     idx = [tokenizer.start_token]
-    for _ in range(s.max_new_tokens):  # sample: each token drawn from the table row of the one before
-        idx.append(sample_next_token(model(torch.tensor(idx[-1:])), generator=generator).item())
+    for _ in range(s.max_new_tokens):  # sample: each token drawn from the row of the one before
+        logits = model(torch.tensor(idx[-1:]))  # (1, vocab_size)
+        idx.append(sample_next_token(logits, generator=generator).item())
     print(f"\n--- sample ---\n{tokenizer.decode(idx[1:])}")
 
 

@@ -3,59 +3,35 @@ gpt.py: train a GPT on a text file, from scratch, in one file you can read top t
 
     python gpt.py                    # train on input.txt, save trained_model.pth, print samples
     python gpt.py --sample           # load trained_model.pth and print samples
-    python gpt.py --n_layer=6 --tokenizer=gpt2 --max_iters=500   # override any hyperparameter
+    python gpt.py --n_layer=6 --max_iters=500   # change any setting for one run
 
-Part 1 is the whole idea, in the order the ideas build on each other: hyperparameters, data
-and tokenizer, attention, MLP, block, model, optimizer and schedule, training loop, sampling.
-Part 2 is the plumbing that makes it a tool: the token cache for big texts, resuming, the loss
-plot, GPT-2's own weights in and out, the command line, the hardware and torchrun. main() comes
-last and runs it all. A first read can go from Part 1 straight to main().
+Part 1, the tutorial, is the whole idea in lecture order, from the knobs to main(). Part 2, the
+workshop below the fence, makes it a tool (command line, hardware, the run's files, big texts,
+GPT-2, torchrun); Part 1 calls it by names that say what they do, and a first read can skip them.
 """
 
-import atexit
-import codecs
 import copy
-import csv
-import ctypes
-import dataclasses
-import difflib
-import inspect
-import itertools
-import json
 import math
-import os
-import pickle
-import shlex
-import shutil
-import signal
-import sys
 import time
-import zipfile
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
-from types import ModuleType
-from typing import BinaryIO, NoReturn
 
 import numpy as np
 import tiktoken
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
-from tqdm import tqdm
 
 # -----------------------------------------------------------------------------
-# Hyperparameters: the knobs to edit. Each one can also be set on the command line
-# as --name=value (--n_layer=6), without touching the file.
+# The knobs to edit. Each can also be set for one run as --name=value (--n_layer=6).
 
 
 @dataclass
 class Hyperparameters:
     # data
     input_file: str = "input.txt"  # the text to train on (UTF-8); any text works
-    tokenizer: str = "char"  # 'char': one token per character; 'gpt2': GPT-2's BPE (50,257 tokens)
-    # model (the defaults fit a laptop CPU; on a CUDA GPU, CUDA_DEFAULTS below replace them)
+    tokenizer: str = "char"  # 'char': a token per character; 'gpt2': GPT-2's 50,257 BPE tokens
+    # model: sized for a laptop CPU (on a CUDA GPU, Part 2's CUDA_DEFAULTS: the lecture's 6 x 384)
     n_layer: int = 4  # transformer blocks stacked on top of each other (2-12)
     n_head: int = 6  # attention heads per block; must divide n_embd (2-12)
     n_embd: int = 192  # width of every token's vector (64-768)
@@ -63,66 +39,36 @@ class Hyperparameters:
     dropout: float = 0.0  # fraction of activations zeroed in training (0-0.2; 0 for short runs)
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
     gelu: str = "exact"  # the MLP's GELU: 'exact', or GPT-2's 'tanh' approximation (see MLP)
-    attention: str = "auto"  # 'by_hand': the explicit math; 'sdpa': PyTorch's fused kernel; 'auto': see pick_attention
     # training
     batch_size: int = 32  # sequences per micro-batch: one forward and backward pass (8-64)
-    batching: str = "random"  # 'random': windows start anywhere; 'sliding': every stride-th window, once per epoch
-    stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size, no overlap)
-    grad_accum_steps: int = 1  # micro-batches per optimizer step, summed over all processes under torchrun
-    max_iters: int = 2250  # optimizer steps in the whole run (2250 take about 5 minutes on 2 CPU cores)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (in all, under torchrun)
+    max_iters: int = 2250  # optimizer steps in the whole run (minutes on a laptop CPU)
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
-    warmup_iters: int = 100  # steps over which the learning rate climbs linearly up to learning_rate
-    weight_decay: float = 1.0  # AdamW weight decay on weight matrices (often 0.1; 1.0 fights memorising a small text)
+    warmup_iters: int = 100  # steps over which the learning rate climbs up to learning_rate
+    weight_decay: float = 1.0  # AdamW's pull of weight matrices towards 0 (0.1-1.0; see below)
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.99  # AdamW second-moment decay (0.95-0.999)
     grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
-    ema_decay: float = 0.99  # evaluate and keep a moving average of the weights (0.9-0.999; 0 = the weights as trained)
+    ema_decay: float = 0.99  # keep a moving average of the weights (0.9-0.999; 0 = off)
     eval_interval: int = 250  # evaluate train and val loss every this many steps
     eval_iters: int = 20  # batches averaged per loss estimate (more = less noisy, slower)
-    target_loss: float = 0.0  # stop as soon as the val loss is at or below this (0 = run all max_iters)
-    sample_interval: int = 250  # print a short sample every this many steps, to watch it learn (0 = never)
+    target_loss: float = 0.0  # stop once the val loss is at or below this (0 = run all steps)
+    sample_interval: int = 250  # print a short sample every this many steps (0 = never)
     sample_tokens: int = 100  # length of those samples
     seed: int = 1337  # same seed, same run
-    # hardware
-    device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one
-    dtype: str = "auto"  # 'auto' asks the hardware what it does well; or 'float32', 'bfloat16', 'float16'
-    compile: bool = False  # torch.compile the training step (on by default on CUDA; on a CPU it did not pay off)
-    # checkpoint and sampling
-    init_from: str = ""  # start from OpenAI's GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' or a directory
-    export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2 directory, then stop
-    out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
-    resume: bool = False  # --resume: continue the run saved beside out_file (trained_model.resume.pth)
-    sample: bool = False  # --sample: skip training, load out_file (or with init_from, GPT-2) and print samples
+    # sampling
     prompt: str = ""  # text the samples start from ('' = a newline, or GPT-2's <|endoftext|>)
-    prompt_file: str = ""  # or read the prompt from this file
-    num_samples: int = 2  # how many samples to print (drawn as one batch; a single one streams as it is written)
+    num_samples: int = 2  # samples to print (one batch; a single one prints as it is written)
     max_new_tokens: int = 500  # tokens generated per sample
-    temperature: float = 0.8  # <1 is safer and duller, >1 wilder; 0 always takes the likeliest token
+    temperature: float = 0.8  # <1 is safer and duller, >1 wilder; 0 always takes the likeliest
     top_k: int = 0  # sample only among the k likeliest tokens (0 = all of them)
-    top_p: float = 1.0  # sample only among the likeliest tokens that together have this probability (1 = all)
-    kv_cache: bool = True  # reuse each token's keys and values while generating (False: recompute, to compare)
-
-
-# On a CUDA GPU the classic "baby GPT" replaces the CPU defaults: the model of Karpathy's lecture,
-# trained with the learning rates and weight decay of nanoGPT's config/train_shakespeare_char.py.
-CUDA_DEFAULTS = dict(
-    n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
-    max_iters=5000, learning_rate=1e-3, min_lr=1e-4, weight_decay=0.1, eval_interval=500, eval_iters=200,
-    compile=True,
-)  # fmt: skip
-
-
-class UserError(Exception):
-    """Something the user can fix. main() prints it as one line, with no traceback, and exits."""
-
-
-def fail(message: str) -> NoReturn:
-    raise UserError(message)
+    top_p: float = 1.0  # sample among the likeliest tokens whose probabilities reach this (1 = all)
+    kv_cache: bool = True  # reuse each token's keys and values when sampling (False: slower)
 
 
 # -----------------------------------------------------------------------------
-# Data and tokenizer: text -> integers the model can read, and back.
+# Tokenizers: text -> integers the model can read, and back.
 
 
 class CharTokenizer:
@@ -132,23 +78,14 @@ class CharTokenizer:
         self.chars = chars
         self.vocab_size = len(chars)
         self.stoi = {ch: i for i, ch in enumerate(chars)}
-        self.start_token = self.stoi.get("\n", 0)  # samples start on a fresh line (if the text has one)
+        self.start_token = self.stoi.get("\n", 0)  # samples start on a fresh line
         self.stop_token = None  # samples run to their full length
 
     def encode(self, text: str) -> list[int]:
-        unknown = sorted(set(text) - self.stoi.keys())
-        if unknown:
-            fail(f"the text has characters this model's vocabulary lacks: {''.join(unknown)!r}")
         return [self.stoi[ch] for ch in text]
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode(text) for text in texts]
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.chars[token].encode("utf-8")
 
     def to_dict(self) -> dict:
         return {"kind": "char", "chars": self.chars}
@@ -158,118 +95,58 @@ class GPT2Tokenizer:
     """GPT-2's byte-pair encoding (tiktoken): 50,257 tokens, about 4 characters each in English."""
 
     def __init__(self) -> None:
-        try:
-            self.enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:  # tiktoken downloads its files once; offline that fails
-            fail(
-                f"cannot load GPT-2's tokenizer files ({type(e).__name__}): connect to the internet "
-                "once, or set TIKTOKEN_CACHE_DIR to a folder that has them"
-            )
+        self.enc = tiktoken.get_encoding("gpt2")
         self.vocab_size = self.enc.n_vocab
-        self.start_token = self.enc.eot_token  # <|endoftext|> separates documents in GPT-2's data
-        self.stop_token = self.enc.eot_token  # ... so a sample ends there
+        # <|endoftext|> separates GPT-2's documents: samples start after one and end at the next
+        self.start_token = self.stop_token = self.enc.eot_token
 
     def encode(self, text: str) -> list[int]:
         return self.enc.encode_ordinary(text)  # ordinary: '<|endoftext|>' in a text is just text
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(texts, num_threads=len(texts))  # in parallel threads
-
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(ids)  # bytes that are not valid UTF-8 become U+FFFD
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.enc.decode_single_token_bytes(token)  # may be part of a character
 
     def to_dict(self) -> dict:
         return {"kind": "gpt2"}
 
 
-def make_tokenizer(kind: str, text: str = "", chars: str = "") -> CharTokenizer | GPT2Tokenizer:
-    if kind == "char":
-        return CharTokenizer(chars or "".join(sorted(set(text))))
-    if kind == "gpt2":
-        return GPT2Tokenizer()
-    fail(f"--tokenizer must be 'char' or 'gpt2', not {kind!r}")
+Tokenizer = CharTokenizer | GPT2Tokenizer
+
+# -----------------------------------------------------------------------------
+# Batches: B windows of T tokens of the text, each with the window shifted by one as its targets.
 
 
-def tokenizer_from(checkpoint: dict) -> CharTokenizer | GPT2Tokenizer:
-    info = checkpoint["tokenizer"]
-    return make_tokenizer(info["kind"], chars=info.get("chars", ""))
-
-
-def split_tokens(tokens: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """First 90% of the tokens to train on, last 10% to validate on (contiguous, so no leakage)."""
+def split_tokens(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First 90% of the tokens to train on, last 10% to validate on (contiguous: no leakage)."""
     n = int(0.9 * len(tokens))
-    train_data, val_data = tokens[:n], tokens[n:]
-    if len(val_data) < block_size + 1:
-        fail(
-            f"the text is {len(tokens):,} tokens, too short for block_size={block_size}: the 10% "
-            f"validation split needs at least {block_size + 1}; use more text or a smaller --block_size"
-        )
-    return train_data, val_data
+    return tokens[:n], tokens[n:]
 
 
-def get_batch(
-    data: np.ndarray, starts: torch.Tensor, block_size: int, device: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The windows of block_size + 1 tokens beginning at starts: x is each window but its last token,
-    y each window but its first, so y[b, t] is the token that follows x[b, :t+1]."""
-    windows = torch.stack([torch.from_numpy(data[i : i + block_size + 1].astype(np.int64)) for i in starts])
-    if device.startswith("cuda"):  # from page-locked memory the copy runs while the GPU computes
-        windows = windows.pin_memory().to(device, non_blocking=True)
-    else:
-        windows = windows.to(device)
-    return windows[:, :-1], windows[:, 1:]  # x and y, (B, T) each
-
-
-def random_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+def random_starts(n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator
+                  ) -> torch.Tensor:  # fmt: skip
     """batch_size random positions at which a whole window of block_size + 1 tokens fits."""
     return torch.randint(n_tokens - block_size, (batch_size,), generator=generator)
 
 
-class BatchSampler:
-    """Where each training window starts, drawn from its own random generator so that evaluating or
-    sampling never changes which batches training sees.
-
-    'random': anywhere, independently each time (the classic way: simple, and over a long run it
-    sees everything). 'sliding': every stride-th position plus one window flush with the end, so
-    an epoch covers every token, visited in a new shuffled order each epoch.
-    """
-
-    def __init__(self, n_tokens: int, hp: Hyperparameters) -> None:
-        self.n_tokens, self.block_size, self.batch_size = n_tokens, hp.block_size, hp.batch_size
-        self.random = hp.batching == "random"
-        self.last = n_tokens - hp.block_size - 1  # the last position a whole window can start at
-        self.windows = torch.cat([torch.arange(0, self.last, hp.stride or hp.block_size), torch.tensor([self.last])])
-        self.queue = torch.empty(0, dtype=torch.long)  # starts still to visit in this epoch
-        self.generator = torch.Generator().manual_seed(hp.seed)
-
-    def next_starts(self) -> torch.Tensor:
-        if self.random:
-            return random_starts(self.n_tokens, self.block_size, self.batch_size, self.generator)
-        while len(self.queue) < self.batch_size:  # a new epoch: every window once, in a new order
-            order = torch.randperm(len(self.windows), generator=self.generator)
-            self.queue = torch.cat([self.queue, self.windows[order]])
-        starts, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
-        return starts
-
-    def state_dict(self) -> dict:
-        return {"rng": self.generator.get_state(), "queue": self.queue}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["rng"])
-        self.queue = state["queue"][state["queue"] <= self.last]  # the text may have changed since
+def get_batch(data: np.ndarray, starts: torch.Tensor, block_size: int, device: str
+              ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The windows of block_size + 1 tokens beginning at starts: x is each window but its last
+    token, y each window but its first, so y[b, t] is the token that follows x[b, :t+1]."""
+    rows = [data[i : i + block_size + 1].astype(np.int64) for i in starts]
+    windows = torch.from_numpy(np.stack(rows))  # (B, T + 1)
+    if device.startswith("cuda"):  # from page-locked memory the copy overlaps the GPU's work
+        windows = windows.pin_memory()
+    windows = windows.to(device, non_blocking=True)
+    return windows[:, :-1], windows[:, 1:]  # x and y, (B, T) each
 
 
 # -----------------------------------------------------------------------------
-# The model: GPT-2's architecture, layer by layer.
+# The model: GPT-2's architecture, layer by layer. B, T, C: batch, time (tokens), channels.
 
 
 @dataclass
 class GPTConfig:
-    """The model's shape. Its defaults are GPT-2's (and what older checkpoints used); Hyperparameters
-    picks faster ones for a model trained from scratch: the exact GELU, and attention by hardware."""
+    """The model's shape. The optional fields default to GPT-2's choices."""
 
     vocab_size: int
     block_size: int
@@ -279,40 +156,37 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     gelu: str = "tanh"  # 'tanh' or 'exact' (see MLP)
-    attention: str = "sdpa"  # 'sdpa' or 'by_hand': the same math (see below)
+    attention: str = "sdpa"  # 'sdpa' or 'by_hand': the same math, at different speeds
 
 
-def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
-    """Causal attention spelled out: what F.scaled_dot_product_attention computes, fused, in one call.
+def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0
+                      ) -> torch.Tensor:  # fmt: skip
+    """Causal attention spelled out: what F.scaled_dot_product_attention (SDPA) fuses in one call.
 
-    Every token emits a query (what it is looking for), a key (what it offers) and a value (what
-    it passes on). Several heads, each with its own q, k and v, let a token look for several
-    things at once.
-
-    q is (B, n_head, T, head_size) for the newest T tokens; k and v are (B, n_head, T_all, head_size)
-    for all tokens so far (T_all = T, except when generating with a KV cache). Each position mixes
-    the values of itself and the positions before it, weighted by how well its query matches their keys.
+    Every token emits a query (what it looks for), a key (what it offers) and a value (what it
+    passes on). q is (B, n_head, T, head_size) for the newest T tokens; k and v are
+    (B, n_head, T_all, head_size) for all tokens so far (T_all > T only with a KV cache). Each
+    position mixes the values of itself and earlier positions, weighted by how well its query
+    matches their keys.
     """
     T, T_all, head_size = q.size(-2), k.size(-2), q.size(-1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
     # dividing by sqrt(head_size) keeps the scores' spread near 1, so softmax does not saturate
-    # a token may not look at tokens after it: -inf added to those scores gives them weight 0
+    scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
+    # the causal mask: a token may not look at later tokens; -inf there gives them weight 0
     future = torch.full((T, T_all), float("-inf"), dtype=scores.dtype, device=q.device)
-    future = future.triu(diagonal=T_all - T + 1)  # -inf above the diagonal, 0 on and below it
-    scores = scores + future  # (B, n_head, T, T_all)
-    weights = F.softmax(scores, dim=-1)  # (B, n_head, T, T_all), each row sums to 1
-    weights = F.dropout(weights, dropout)  # randomly ignore some of the tokens attended to, in training
+    future = future.triu(diagonal=T_all - T + 1)  # -inf right of the diagonal (shifted by cache)
+    weights = F.softmax(scores + future, dim=-1)  # (B, n_head, T, T_all), each row sums to 1
+    weights = F.dropout(weights, dropout)  # in training, ignore some tokens at random
     return weights @ v  # (B, n_head, T, head_size)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head  # each head works on n_embd / n_head of the vector
-        self.dropout = config.dropout
-        self.attention = config.attention
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads back
+        self.n_head = config.n_head  # several heads let a token look for several things at once
+        self.dropout, self.attention = config.dropout, config.attention  # see forward
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # heads -> C
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
@@ -322,37 +196,29 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         k = k.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         v = v.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
-        # cache (only when generating, see GPT.stream): None = no cache (training); {} = start one with
-        # these tokens; filled = these tokens follow the cached ones. Each token's k and v are computed once.
-        if cache is not None:
+        if cache is not None:  # generating: {} starts a cache, a filled one holds earlier tokens
             if cache:
                 k = torch.cat([cache["k"], k], dim=2)  # (B, n_head, past + T, head_size)
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         dropout = self.dropout if self.training else 0.0
-        # the same math either way (a test proves it); which one is faster depends on the hardware (see pick_attention)
-        if self.attention == "by_hand":
+        if self.attention == "by_hand":  # the same math either way (tests/test_model.py)
             y = attention_by_hand(q, k, v, dropout)
-        else:
-            # fused into one kernel that never stores the (T, T) weights: flash attention on GPUs.
-            # GPT.stream feeds either a whole window with an empty cache, or one new token (T == 1),
-            # which may look at all the cached ones and needs no mask. (T > 1 on top of a cache
-            # would need an explicit mask: is_causal aligns top-left.)
+        else:  # one fused kernel that never stores the (T, T) weights: flash attention on GPUs.
+            # stream() feeds a whole window to an empty cache, or 1 new token that needs no mask
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side again
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
-    """Per-token computation: widen 4x, GELU, narrow back. Attention mixes tokens; this thinks about each."""
+    """Per token: widen 4x, GELU, narrow back. Attention mixes tokens; this thinks about each."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        # GELU(x) = x * P(X <= x) for a standard normal X: a smooth ReLU. GPT-2 used the GELU paper's
-        # tanh approximation of it, and its weights expect that; models trained from scratch here use
-        # the exact one. The two curves differ by at most 0.0005, and on bf16 CPUs the exact one is
-        # 3-4x faster.
+        # GELU(x) = x * P(X <= x) for a standard normal X: a smooth ReLU. GPT-2's weights expect
+        # the GELU paper's tanh approximation; from scratch the exact one does as well, faster.
         self.gelu = nn.GELU(approximate="tanh" if config.gelu == "tanh" else "none")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -362,7 +228,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer block. Pre-LayerNorm: normalise, transform, then add back onto the residual stream."""
+    """One transformer block, pre-LayerNorm: normalise, transform, add onto the residual stream."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -388,15 +254,18 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # weight tying: reading a token in and writing it out share one matrix (fewer parameters,
-        # and a better model for the same size: https://arxiv.org/abs/1608.05859)
+        # weight tying: reading a token in and writing it out share one matrix (fewer
+        # parameters, and a better model for its size: https://arxiv.org/abs/1608.05859)
         self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
-        # every block adds its output onto the residual stream twice; scaling those projections by
-        # 1/sqrt(2 * n_layer) keeps the stream's variance from growing with depth (GPT-2 paper, 2.3)
+        # each block adds onto the residual stream twice; scaling those projections by
+        # 1/sqrt(2 * n_layer) keeps the stream's variance from growing with depth (GPT-2, 2.3)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -404,85 +273,51 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
-
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: list | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Without targets: (logits, None), the logits (B, T, vocab_size) scoring every possible next
-        token after each position of idx (B, T). With targets (B, T): (None, the mean loss). The
-        logits are then never built whole (see loss below), so there are none to return.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab_size) scoring each possible next token after each position of idx
+        (B, T); with targets (B, T), the loss. cache: a dict per block (see stream)."""
+        logits = self.lm_head(self.hidden(idx, cache))  # (B, T, vocab_size)
+        if targets is None:
+            return logits, None
+        # cross-entropy: minus the log of the probability given to the true next token, averaged;
+        # guessing uniformly scores ln(vocab_size). In fp32: in bf16 the softmax's sum would
+        # lose precision. reshape, not view: targets is a strided slice of the batch
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.reshape(-1))
+        return logits, loss
 
-        With a cache (one dict per block), idx continues the tokens the cache has already seen.
-        """
-        B, T = idx.size()
-        past = cache[0]["k"].size(2) if cache and cache[0] else 0  # tokens already in the cache
-        if past + T > self.config.block_size:
-            raise ValueError(f"{past + T} tokens is more than block_size={self.config.block_size}")
+    def hidden(self, idx: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        """Every position's vector after the last block: (B, T, n_embd)."""
+        past = cache[0]["k"].size(2) if cache and cache[0] else 0  # tokens already cached
+        T = idx.size(1)
+        assert past + T <= self.config.block_size, "more tokens than the model's context"
         pos = torch.arange(past, past + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, n_embd)
         for i, block in enumerate(self.blocks):
             x = block(x, cache[i] if cache is not None else None)
-        x = self.ln_f(x)
-        if targets is None:
-            return self.lm_head(x), None  # (B, T, vocab_size): a score for every possible next token
-        # (B * T, n_embd) and (B * T,); reshape, not view: targets is a strided slice of the batch
-        return None, self.loss(x.view(B * T, -1), targets.reshape(B * T))
-
-    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """F.cross_entropy(self.lm_head(hidden), targets): hidden is (N, n_embd), targets (N,).
-
-        Cross-entropy is minus the log of the probability the model gave the true next token,
-        averaged over the N positions; a model guessing uniformly scores ln(vocab_size).
-
-        This computes exactly that (a test checks the loss and its gradients), in pieces, to save
-        memory. The scores lm_head(hidden) are big: for GPT-2's 50,257 tokens and a batch of
-        4 x 1024 they take 0.8 GB in fp32, and the loss and its gradient hold several copies. So
-        they are computed a chunk of tokens at a time, under activation checkpointing (nothing
-        goes to disk): each chunk's scores are dropped as soon as its loss is known, and recomputed
-        in the backward pass. Memory for one chunk, for the price of one more lm_head matmul. A
-        character vocabulary fits the whole batch in one chunk.
-        """
-        chunk_tokens = max(1, 2**24 // self.config.vocab_size)  # tokens whose fp32 scores take 64 MB
-
-        def chunk_loss(hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            # the softmax inside cross_entropy runs in fp32 (.float()): in bf16 its sum over
-            # thousands of scores would lose precision
-            return F.cross_entropy(self.lm_head(hidden).float(), targets, reduction="sum")
-
-        total = sum(
-            # use_reentrant=False: the variant PyTorch recommends, which works with DDP and compile
-            torch.utils.checkpoint.checkpoint(
-                chunk_loss, hidden[i : i + chunk_tokens], targets[i : i + chunk_tokens], use_reentrant=False
-            )
-            for i in range(0, len(hidden), chunk_tokens)
-        )
-        return total / len(hidden)
+        return self.ln_f(x)
 
     @torch.no_grad()
     def stream(
         self, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True, **sampling
     ) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one at a time, each sampled after the tokens before it.
+        """Yield max_new_tokens new tokens (B, 1), one at a time, each sampled after the rest.
 
-        With the KV cache, the context window is encoded once and every new token costs one
-        token's worth of compute. Positions are absolute (learned wpe), so cached keys cannot slide
-        along when the text outgrows block_size: then the window drops its oldest quarter and is
-        encoded afresh. That costs one full pass every block_size / 4 tokens, and the model sees
-        between 3/4 and all of block_size tokens. Without the cache the same windows are re-encoded
-        on every step, so use_cache changes the speed, not the text (up to floating-point rounding).
-        """
-        start, cache = max(0, idx.size(1) - self.config.block_size), None  # the window is idx[:, start:]
+        The KV cache keeps every layer's keys and values of the tokens seen, so a new token costs
+        one token's compute. Positions are absolute (learned wpe): when the text outgrows
+        block_size, the window drops its oldest quarter and is encoded afresh (sliding by one
+        token would move every cached position). Without the cache, the same text, slower."""
+        start, cache = max(0, idx.size(1) - self.config.block_size), None  # window: idx[:, start:]
         for _ in range(max_new_tokens):
-            if idx.size(1) - start > self.config.block_size:  # window full: drop its oldest quarter
+            if idx.size(1) - start > self.config.block_size:  # window full: drop a quarter
                 start, cache = idx.size(1) - self.config.block_size * 3 // 4, None
             if cache:
-                logits, _ = self(idx[:, -1:], cache=cache)  # only the newest token is new to the cache
+                logits, _ = self(idx[:, -1:], cache=cache)  # only the newest token is new
             else:
                 cache = [{} for _ in self.blocks] if use_cache else None
                 logits, _ = self(idx[:, start:], cache=cache)  # encode the whole window
-            next_token = sample_next_token(logits[:, -1, :].float(), **sampling)  # (B, 1); see Sampling below
+            next_token = sample_next_token(logits[:, -1, :].float(), **sampling)  # (B, 1), below
             idx = torch.cat([idx, next_token], dim=1)
             yield next_token
 
@@ -492,27 +327,24 @@ class GPT(nn.Module):
 
 
 # -----------------------------------------------------------------------------
-# Optimizer and learning-rate schedule.
+# Optimizer, learning-rate schedule and the weight average.
 
 
-def make_optimizer(model: GPT, hp: Hyperparameters, device: str) -> torch.optim.AdamW:
-    # Weight decay pulls weights towards zero. It regularises the matrices (and embeddings) that do
-    # the work; biases and LayerNorm gains are few, cannot overfit much, and their scale matters.
-    # The CPU default, 1.0, is ten times the usual 0.1: a 5-minute run reads its 1 MB text 9 times
-    # and starts memorising it; the stronger pull keeps it learning what holds for text it has not seen.
+def make_optimizer(model: GPT, hp: Hyperparameters, fused: bool) -> torch.optim.AdamW:
+    # Weight decay pulls weights towards zero: it regularises the matrices and embeddings that do
+    # the work; biases and LayerNorm gains are few and their scale matters. The CPU default, 1.0,
+    # is ten times the usual 0.1: a short run reads a small text many times, and the stronger
+    # pull keeps the model from memorising it.
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": hp.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused_adamw(device))
-
-
-def fused_adamw(device: str) -> bool:
-    """One kernel for the whole AdamW update instead of several per tensor: 3.5x faster updates on a CPU."""
-    return device.split(":")[0] in ("cpu", "cuda")  # not mps: PyTorch 2.4 has no fused AdamW for Apple GPUs
+    groups = [{"params": matrices, "weight_decay": hp.weight_decay},
+              {"params": vectors, "weight_decay": 0.0}]  # fmt: skip
+    # fused: one kernel updates all tensors at once, instead of a few kernels for each tensor
+    return torch.optim.AdamW(groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2), fused=fused)
 
 
 def get_lr(step: int, hp: Hyperparameters) -> float:
-    """Linear warm-up (big early updates with untuned Adam statistics are harmful), then cosine decay."""
+    """Linear warm-up (big early steps with untuned Adam statistics do harm), then cosine decay."""
     if step < hp.warmup_iters:
         return hp.learning_rate * (step + 1) / hp.warmup_iters
     progress = min(1.0, (step - hp.warmup_iters) / max(1, hp.max_iters - hp.warmup_iters))
@@ -521,14 +353,12 @@ def get_lr(step: int, hp: Hyperparameters) -> float:
 
 @torch.no_grad()
 def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> None:
-    """Move the averaged weights 1 - decay of the way towards the trained ones, after every step.
+    """Move the averaged weights 1 - decay of the way towards the trained ones, after each step.
 
-    Each step's update is noisy, and the weights jitter around where training is heading; an
-    exponential moving average of them sits nearer the middle and scores a lower val loss (see the
-    README). The first weights are worth little, so the memory starts short, decay (1 + step) /
-    (10 + step) as in TensorFlow's ExponentialMovingAverage, and grows to ema_decay (0.99: roughly
-    the last 100 steps, from step 890 on). With ema_decay=0 there is no average: averaged is model.
-    """
+    Each step is noisy, and the weights jitter around where training is heading; their moving
+    average sits nearer the middle and scores a lower val loss. The first weights are worth little,
+    so the memory starts short, (1 + step) / (10 + step), and grows to ema_decay (0.99: about the
+    last 100 steps). With ema_decay=0 there is no average: averaged is model."""
     if averaged is model:
         return
     decay = min(ema_decay, (1 + step) / (10 + step))
@@ -537,16 +367,13 @@ def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> No
 
 
 # -----------------------------------------------------------------------------
-# Training: evaluation, checkpoints, and the loop itself.
+# Training: the loss estimate, one optimizer step, and the loop.
 
 
 @torch.no_grad()
-def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, autocast) -> dict:
-    """Mean loss over eval_iters batches of each split, in eval mode (no dropout).
-
-    The batches come from a generator seeded the same way every time, so every evaluation scores
-    the same text and the curve shows the model changing, not the batches.
-    """
+def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, hw: "Hardware") -> dict:
+    """Mean loss over eval_iters batches of each split, in eval mode (no dropout). Every
+    evaluation scores the same batches, so the curve shows the model changing, not the batches."""
     model.eval()
     losses = {}
     for name, data in splits.items():
@@ -554,8 +381,8 @@ def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, au
         total = 0.0
         for _ in range(hp.eval_iters):
             starts = random_starts(len(data), hp.block_size, hp.batch_size, generator)
-            x, y = get_batch(data, starts, hp.block_size, device)
-            with autocast:
+            x, y = get_batch(data, starts, hp.block_size, hw.device)
+            with hw.autocast:
                 _, loss = model(x, y)
             total += loss.item()
         losses[name] = total / hp.eval_iters
@@ -563,13 +390,628 @@ def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, device: str, au
     return losses
 
 
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float, autocast,
+) -> torch.Tensor:  # fmt: skip
+    """One optimizer step on the micro-batches (x, y); returns their mean loss."""
+    mean_loss = 0.0
+    for i, (x, y) in enumerate(batches):
+        # autocast runs the matmuls in bf16 (or fp16) while the weights, and so the optimizer's
+        # updates, stay fp32: the speed of the small type, the accuracy of the big one
+        with autocast:
+            _, loss = model(x, y)
+        # gradients add up over micro-batches: dividing by their number makes them the mean.
+        # scaler (fp16 only) scales the loss up so small gradients do not round to 0 in fp16
+        with sync_gradients(model, i == len(batches) - 1):  # torchrun: once, after the last
+            scaler.scale(loss / len(batches)).backward()
+        mean_loss = mean_loss + loss.detach() / len(batches)
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not fp16's scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)  # optimizer.step(), skipped if fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return mean_loss
+
+
+def train(model: GPT, data: dict, tokenizer: Tokenizer, hp: Hyperparameters, hw: "Hardware",
+          run: "Run") -> GPT:  # fmt: skip
+    """Train for max_iters steps; returns model holding the best (averaged) weights saved."""
+    optimizer = make_optimizer(model, hp, hw.fused_adamw)
+    # evaluate, keep and sample a moving average of the weights (with ema_decay=0, the weights)
+    averaged = copy.deepcopy(model).requires_grad_(False) if hp.ema_decay else model
+    # fp16's narrow range needs the loss scaled up; bf16 has fp32's range (enabled=False: no-op)
+    scaler = torch.amp.GradScaler(hw.device_type, enabled=hw.dtype == torch.float16)
+    # run restores --resume's state into these; its sampler draws random_starts (Part 2)
+    sampler = run.start(model, averaged, optimizer, scaler)
+    train_model = hw.for_training(model)  # compiled, or shared by torchrun's processes (Part 2)
+    for step in run.steps():  # start..max_iters inclusive; stops cleanly on Ctrl-C (Part 2)
+        lr = get_lr(step, hp)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if step % hp.eval_interval == 0 or step == hp.max_iters:
+            losses = estimate_loss(averaged, data, hp, hw)
+            run.evaluated(step, lr, losses)  # log it; save the best model and --resume's state
+            if losses["val"] <= hp.target_loss:
+                break
+        if hp.sample_interval and step % hp.sample_interval == 0:
+            run.print_sample(averaged, tokenizer)  # watch gibberish turn into text
+        if step == hp.max_iters:
+            break  # the last step only evaluates, so a run always ends on a saved checkpoint
+        t0 = time.time()
+        starts = sampler.next_step()  # grad_accum_steps random_starts (a share, under torchrun)
+        batches = [get_batch(data["train"], s, hp.block_size, hw.device) for s in starts]
+        loss = train_step(train_model, optimizer, scaler, batches, hp.grad_clip, hw.autocast)
+        update_average(averaged, model, step, hp.ema_decay)
+        loss = loss.item()  # waits for the step to finish (GPUs run ahead) before the clock
+        run.stepped(step, loss, lr, time.time() - t0)  # the progress bar; a loss of nan stops
+    return run.finish(model)  # closes the log, draws loss.png, loads the best weights saved
+
+
+# -----------------------------------------------------------------------------
+# Sampling: turn the trained model into text.
+
+
+def sample_next_token(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Pick one token per row of logits (B, vocab_size): returns (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the likeliest
+    logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
+    if top_k > 0:  # keep the k likeliest tokens
+        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p < 1.0:  # nucleus: the fewest likeliest tokens whose probabilities reach top_p
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # of the likelier tokens
+        sorted_probs[mass_before >= top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # renormalises itself
+
+
+# -----------------------------------------------------------------------------
+# main(): the whole story, from settings to samples.
+
+
+def main(argv: list[str]) -> None:
+    # hp: the knobs as --name=value flags set them, plus Part 2's modes and files (--sample, ...).
+    # start: None (from scratch), GPT-2's weights (--init_from) or a stopped run (--resume).
+    hp, start = read_settings(argv)
+    hw = pick_hardware(hp)  # device, precision (autocast), attention, torchrun
+    if hp.sample or hp.export_hf:  # no training: sample or export a saved model
+        return use_saved_model(hp, hw, start)
+    run = Run(hp, hw, start)  # the run's files: log, best model, --resume's state (Part 2)
+    tokens, tokenizer = run.load_tokens()  # tokenizer.encode(text), cached in a file beside it
+    train_data, val_data = split_tokens(tokens)
+    torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
+    config = GPTConfig(
+        vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer,
+        n_head=hp.n_head, n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, gelu=hp.gelu,
+        attention=hw.attention,
+    )  # fmt: skip
+    model = (run.pretrained or GPT(config)).to(hw.device)  # GPT-2 brings its own config
+    model = train(model, {"train": train_data, "val": val_data}, tokenizer, hp, hw, run)
+    print_samples(model, tokenizer, hp, hw)
+
+
+# Part 2: the workshop. =========================================================================
+# What makes Part 1 a tool that is fast everywhere and never loses work. Each section stands alone,
+# headed by what it is for; Part 1 calls into them by name.
+
+import atexit  # noqa: E402 (the workshop's imports are kept out of the tutorial's way)
+import codecs  # noqa: E402
+import contextlib  # noqa: E402
+import csv  # noqa: E402
+import ctypes  # noqa: E402
+import dataclasses  # noqa: E402
+import difflib  # noqa: E402
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import pickle  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import zipfile  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from types import ModuleType  # noqa: E402
+from typing import BinaryIO, NoReturn  # noqa: E402
+
+import torch.distributed as dist  # noqa: E402
+import torch.utils.checkpoint  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+
+class UserError(Exception):
+    """Something the user can fix: printed as one line, with no traceback, and the run stops."""
+
+
+def fail(message: str) -> NoReturn:
+    raise UserError(message)
+
+
+# -----------------------------------------------------------------------------
+# Settings beyond the knobs, read from the same command line, and the checks on all of them.
+
+
+@dataclass
+class Settings(Hyperparameters):
+    """The knobs above, and the settings that choose hardware, a mode or a file."""
+
+    # hardware: the same model and math, at the speed this machine allows
+    device: str = "auto"  # 'auto' picks cuda > mps > cpu; or name one ('cpu', 'cuda:1')
+    dtype: str = "auto"  # 'auto' asks the hardware; or 'float32', 'bfloat16', 'float16'
+    compile: bool = False  # torch.compile the training step (on by default on CUDA)
+    attention: str = "auto"  # 'by_hand', 'sdpa' (fused), or 'auto': see pick_attention
+    batching: str = "random"  # 'random' window starts, or 'sliding': each window once an epoch
+    stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size)
+    # modes and files
+    init_from: str = ""  # fine-tune OpenAI's GPT-2: 'gpt2', 'gpt2-medium', ... or a folder
+    export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2, then stop
+    out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
+    resume: bool = False  # --resume: continue the run saved beside out_file (*.resume.pth)
+    sample: bool = False  # --sample: no training; print samples of out_file (or of init_from)
+    prompt_file: str = ""  # read the prompt from this file
+
+
+# On a CUDA GPU the classic "baby GPT" replaces the CPU defaults: the model of Karpathy's lecture,
+# with the learning rates and weight decay of nanoGPT's config/train_shakespeare_char.py.
+CUDA_DEFAULTS = dict(
+    n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
+    max_iters=5000, learning_rate=1e-3, min_lr=1e-4, weight_decay=0.1, eval_interval=500,
+    eval_iters=200, compile=True,
+)  # fmt: skip
+
+PATHS = ("input_file", "out_file", "prompt_file", "init_from", "export_hf")  # ~ means home
+AT_LEAST = dict(
+    n_layer=1, n_head=1, n_embd=1, batch_size=1, grad_accum_steps=1, eval_interval=1,
+    eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0,
+    sample_tokens=0, max_new_tokens=0, top_k=0, temperature=0.0, grad_clip=0.0,
+    weight_decay=0.0, min_lr=0.0,
+    block_size=2,  # so that the 3/4 of a window that generating keeps (GPT.stream) is a token
+)  # fmt: skip
+FRACTIONS = ("dropout", "beta1", "beta2", "ema_decay")  # from 0 up to, not including, 1
+CHOICES = dict(
+    tokenizer=("char", "gpt2"), gelu=("exact", "tanh"), attention=("auto", "by_hand", "sdpa"),
+    batching=("random", "sliding"), dtype=("auto", "float32", "bfloat16", "float16"),
+)  # fmt: skip
+MODES = ("sample", "export_hf", "resume")  # one at a time
+MODEL_SHAPE = ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu")
+
+
+def parse_overrides(argv: list[str], settings: type = Settings) -> dict:
+    """['--n_layer=4', '--sample'] -> {'n_layer': 4, 'sample': True}, checking names and types."""
+    types = {f.name: f.type for f in dataclasses.fields(settings)}
+    if "-h" in argv or "--help" in argv:  # every setting with its default and comment
+        print(f"usage: python {sys.argv[0]} [--setting=value ...], with any of these settings:\n")
+        for cls in reversed(settings.__mro__):
+            if dataclasses.is_dataclass(cls):
+                print(inspect.getsource(cls))
+        raise SystemExit(0)
+    overrides = {}
+    for arg in argv:
+        name, has_value, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--"):
+            fail(f"{arg!r} is not a setting: write settings as --name=value, with no spaces")
+        if name not in types:
+            close = difflib.get_close_matches(name, types, n=1)
+            fail(f"unknown setting {arg!r}: " + (f"did you mean --{close[0]}?" if close else
+                 f"see {settings.__name__} in {sys.argv[0]}"))  # fmt: skip
+        kind = types[name]
+        if kind is bool:
+            value = value.lower() if has_value else "true"  # a bare --sample means --sample=true
+            if value not in ("true", "false", "1", "0"):
+                fail(f"--{name} takes true or false, not {value!r}")
+            overrides[name] = value in ("true", "1")
+            continue
+        if not (value or name == "prompt"):  # an empty --export_hf= (an unset $DIR) must not train
+            fail(f"--{name} needs a value: --{name}=...")
+        if name in PATHS:
+            value = os.path.expanduser(value)  # the shell leaves the ~ of --out_file=~/m.pth alone
+        try:
+            overrides[name] = kind(value)
+        except ValueError:
+            what = {"int": "a whole number", "float": "a number"}[kind.__name__]
+            fail(f"--{name} takes {what}, not {value!r}")
+    return overrides
+
+
+def check_at_least(settings: object, minimum: dict) -> None:
+    """Each setting named in minimum is at least its value there (bigram.py uses this too)."""
+    for name, low in minimum.items():
+        if getattr(settings, name) < low:
+            fail(f"--{name} must be at least {low}, not {getattr(settings, name)}")
+
+
+def check_settings(hp: Settings) -> None:
+    """Values no run can use, refused before anything is read or written."""
+    check_at_least(hp, AT_LEAST)
+    for name, value in dataclasses.asdict(hp).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name} must be a finite number, not {value}")
+        if name in FRACTIONS and not 0 <= value < 1:
+            fail(f"--{name} must be from 0 up to (not including) 1, not {value}")
+        if name in CHOICES and value not in CHOICES[name]:
+            fail(f"--{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+    modes = [f"--{mode}" for mode in MODES if getattr(hp, mode)]
+    rules = [  # (a value that cannot work, what to say)
+        (not 0 <= hp.seed < 2**63 - 1, f"--seed must be from 0 to 2**63 - 2, not {hp.seed}"),
+        (hp.n_embd % hp.n_head != 0, f"n_embd ({hp.n_embd}) must be divisible by n_head "
+         f"({hp.n_head}): use one of --n_head={', '.join(map(str, divisors(hp.n_embd)))}"),
+        (not 0 <= hp.stride <= hp.block_size, f"--stride must be from 1 to block_size "
+         f"({hp.block_size}), or 0 for block_size; not {hp.stride}"),
+        (hp.stride and hp.batching != "sliding", f"--stride={hp.stride} places sliding windows: "
+         "add --batching=sliding, or drop --stride"),
+        (not 0 < hp.top_p <= 1, f"--top_p must be above 0 and at most 1, not {hp.top_p}"),
+        (not hp.learning_rate > 0, f"--learning_rate must be above 0, not {hp.learning_rate}"),
+        (hp.min_lr > hp.learning_rate, f"--min_lr={hp.min_lr} is above --learning_rate="
+         f"{hp.learning_rate}: add --min_lr={hp.learning_rate / 10:g}"),
+        (len(modes) > 1, f"{' and '.join(modes)} do different things: run them one at a time"),
+    ]  # fmt: skip
+    for broken, message in rules:
+        if broken:
+            fail(message)
+    check_files(hp)
+
+
+def divisors(n: int) -> list[int]:
+    return [h for h in range(1, 17) if n % h == 0]  # the head counts that fit, up to 16
+
+
+def check_files(hp: Settings) -> None:
+    """The files a run reads and writes: present, writable, and never one in another's place."""
+    if hp.prompt_file and not os.path.isfile(hp.prompt_file):
+        fail(f"--prompt_file={hp.prompt_file}: there is no such file")
+    folder = os.path.dirname(hp.out_file) or "."
+    if not os.path.isdir(folder):
+        fail(f"--out_file={hp.out_file}: there is no folder {folder!r}; create it first")
+    if not os.path.basename(hp.out_file) or (
+        os.path.exists(hp.out_file) and not os.path.isfile(hp.out_file)
+    ):
+        fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, "
+             "not a folder or a device")  # fmt: skip
+    if hp.export_hf and os.path.exists(hp.export_hf) and not os.path.isdir(hp.export_hf):
+        fail(f"--export_hf={hp.export_hf} is a file; name a folder to write the model into")
+    if hp.sample or hp.export_hf:
+        return
+    if not os.access(folder, os.W_OK):
+        fail(
+            f"--out_file={hp.out_file}: cannot write in {folder!r}; pick a folder you can write to"
+        )
+    written = [hp.out_file, resume_path(hp.out_file), log_path(hp.out_file), plot_path(hp.out_file)]
+    if os.path.realpath(hp.input_file) in map(os.path.realpath, written):
+        fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {hp.input_file}: "
+             "pick another name")  # fmt: skip
+
+
+def read_settings(argv: list[str]) -> tuple[Settings, object]:
+    """The settings for this run, and what it starts from: None (from scratch), GPT-2's model
+    (--init_from) or the state of a stopped run (--resume), whose settings it keeps; with
+    --sample or --export_hf, how to load the saved model."""
+    overrides = parse_overrides(argv)
+    device = setup_distributed(pick_device(overrides.get("device", "auto")))
+    settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
+    state = None
+    if overrides.get("resume"):
+        state = load_resume_state(Settings(**settings).out_file)
+        settings = resumed_settings(state["hyperparameters"], overrides)
+    hp = Settings(**{**settings, "device": device})
+    check_settings(hp)
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    if hp.grad_accum_steps % world_size:  # every process needs the same number of micro-batches
+        rounded = -(-hp.grad_accum_steps // world_size) * world_size
+        print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} "
+              f"to {rounded}")  # fmt: skip
+        hp = dataclasses.replace(hp, grad_accum_steps=rounded)
+    if state and state["step"] > hp.max_iters:
+        fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: "
+             "raise --max_iters to go on")  # fmt: skip
+    if "prompt" in overrides and "prompt_file" in overrides:
+        fail("--prompt and --prompt_file both give the prompt: keep one of them")
+    if hp.prompt_file and "prompt" not in overrides:  # from here on, the prompt is just text
+        hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
+    problem = compile_problem(device) if hp.compile and not (hp.sample or hp.export_hf) else ""
+    if problem and "compile" in overrides:
+        fail(f"--compile=True cannot work here: {problem}; use --compile=False")
+    if problem:
+        print(f"not compiling: {problem}")
+        hp = dataclasses.replace(hp, compile=False)
+    if hp.sample or hp.export_hf:  # loaded once the hardware is known
+        return hp, functools.partial(saved_model, hp, overrides)
+    if hp.init_from and not state:  # fine-tune GPT-2: its weights, its shape and tokenizer
+        return start_from_gpt2(hp, overrides)
+    return hp, state
+
+
+def refuse_another_shape(saved: dict, overrides: dict, doing: str, advice: str) -> None:
+    """A trained model's shape is fixed: a flag asking for another would be ignored, or break it."""
+    for name in MODEL_SHAPE:
+        if name in overrides and overrides[name] != saved[name]:
+            fail(f"cannot {doing} with --{name}={overrides[name]}: the saved model has "
+                 f"{name}={saved[name]}; {advice}")  # fmt: skip
+
+
+def resumed_settings(saved: dict, overrides: dict) -> dict:
+    """A resumed run keeps its settings; the command line may change all but the model's shape."""
+    refuse_another_shape(
+        saved, overrides, "resume", "drop that flag, or start a new run without --resume"
+    )
+    known = {f.name for f in dataclasses.fields(Settings)}
+    return {**{k: v for k, v in saved.items() if k in known}, **overrides}
+
+
+# -----------------------------------------------------------------------------
+# The hardware: device, precision, attention and compiling, decided once into one object.
+
+
+@dataclass
+class Hardware:
+    device: str  # 'cpu', 'cuda', 'cuda:1' or 'mps'
+    dtype: torch.dtype  # what autocast runs matmuls in; the weights stay float32
+    autocast: contextlib.AbstractContextManager  # entered around every forward pass
+    attention: str  # 'by_hand' or 'sdpa' for a model trained with these settings
+    compile: bool
+    rank: int = 0  # this process, of world_size under torchrun
+    world_size: int = 1
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]  # 'cuda:1' -> 'cuda'
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0  # the process that prints, logs and saves
+
+    @property
+    def fused_adamw(self) -> bool:
+        return self.device_type in (
+            "cpu",
+            "cuda",
+        )  # PyTorch has no fused AdamW for Apple GPUs (mps)
+
+    def for_training(self, model: GPT) -> nn.Module:
+        """What the training step calls: model, its loss computed in chunks for big vocabularies,
+        compiled if asked, and wrapped for torchrun. Evaluating, sampling, saving use model."""
+        train_model = ChunkedLoss(model) if model.config.vocab_size > 4096 else model
+        if self.compile:
+            print("compiling the training step: the first step waits for it "
+                  "(--compile=False skips this)")  # fmt: skip
+            train_model = torch.compile(train_model)
+        if self.world_size > 1:  # averages the gradients of all processes during backward()
+            train_model = nn.parallel.DistributedDataParallel(train_model)
+        return train_model
+
+
+def pick_hardware(hp: Settings) -> Hardware:
+    """The device read_settings chose, the precision it does well, and what follows from them."""
+    device, world_size = hp.device, dist.get_world_size() if dist.is_initialized() else 1
+    if device.startswith("cuda:"):  # the current GPU: the one the dtype probe asks
+        torch.cuda.set_device(device)
+    dtype, why = pick_dtype(device, hp.dtype, world_size)
+    print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype)
+    if dtype == torch.float32:
+        autocast = contextlib.nullcontext()
+    if device == "cpu":
+        keep_freed_memory()
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32)
+        torch.backends.cudnn.allow_tf32 = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    attention = pick_attention(hp.attention, device, dtype, hp.block_size)
+    return Hardware(device, dtype, autocast, attention, hp.compile, rank, world_size)
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps_available()}
+    kind, _, index = requested.partition(":")  # 'cuda:1' -> 'cuda', '1'
+    if not available.get(kind):
+        fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
+    gpus = torch.cuda.device_count()
+    if kind == "cuda" and index and not (index.isdigit() and int(index) < gpus):
+        fail(f"--device={requested}: this machine's GPUs are cuda:0 to cuda:{gpus - 1}")
+    return "cpu" if kind == "cpu" else requested  # 'cpu:0' is the one CPU, which is 'cpu' here
+
+
+def mps_available() -> bool:
+    return torch.backends.mps.is_available()
+
+
+def good_dtypes(device: str) -> dict[str, str]:
+    """The precisions this device does well, best first: the best with the reason, the rest with
+    '' (so that --dtype can ask for them). Devices of one kind list them in the same order."""
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slow
+            return {"bfloat16": "this GPU supports bf16", "float16": "", "float32": ""}
+        return {"float16": "this GPU has no bf16, so fp16 with a gradient scaler", "float32": ""}
+    if device == "cpu":
+        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, several times faster
+        # than fp32; elsewhere bf16 is emulated and slower. Asking the CPU, not timing it, keeps
+        # the choice (and so the run) the same however busy the machine is.
+        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's checks
+        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
+            return {
+                "bfloat16": "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)",
+                "float32": "",
+            }
+        return {"float32": "this CPU has no native bf16 matmul"}
+    return {"float32": f"the safe choice on {device}", "bfloat16": "", "float16": ""}
+
+
+def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.dtype, str]:
+    """The precision matmuls run in under autocast, and why. Under torchrun every process calls
+    this at the same point, to swap lists with the others."""
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    good = own = good_dtypes(device)
+    if world_size > 1:  # keep what every process does well: machines may differ
+        everyone = [None] * world_size
+        dist.all_gather_object(everyone, list(good))
+        good = {name: why for name, why in good.items() if all(name in them for them in everyone)}
+    if requested == "auto":
+        best = next(iter(good))
+        own_best = next(iter(own))
+        return names[best], good[best] or (
+            f"the best every process does well (this one alone would use {own_best})"
+        )
+    if requested not in good:
+        kind = device.split(":")[0]
+        which = f"this {kind} cannot" if requested not in own else f"not every process's {kind} can"
+        fail(f"{which} do {requested} well: use --dtype={', '.join(good)} or auto")
+    return names[requested], "asked for with --dtype"
+
+
+def pick_attention(requested: str, device: str, dtype: torch.dtype, block_size: int) -> str:
+    """'auto': by hand on a CPU running bf16 with a context of at most 256, else the fused SDPA.
+
+    Under bf16 on a CPU the explicit version was the faster for short contexts, and in fp32 the
+    slower (docs/speed.md has the measurements). The fused kernel never stores the (T, T)
+    weights, so for long contexts it needs far less memory; on GPUs it is flash attention.
+    """
+    if requested != "auto":
+        return requested
+    short_bf16_on_cpu = device == "cpu" and dtype == torch.bfloat16 and block_size <= 256
+    return "by_hand" if short_bf16_on_cpu else "sdpa"
+
+
+def keep_freed_memory() -> None:
+    """Ask the C library to keep the memory PyTorch frees, instead of handing it back.
+
+    Every training step frees and allocates the same activation-sized blocks again. By default
+    Linux's C library returns such blocks to the system, which gives them back as fresh pages,
+    each zeroed on its first touch: a noticeable part of a CPU step. glibc only; elsewhere this
+    does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed memory
+        libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks up to 32 MB come from that memory
+    except (OSError, AttributeError):  # no glibc, or no mallopt in it
+        pass
+
+
+def compile_problem(device: str) -> str:
+    """Why torch.compile cannot work here, or '' when it can."""
+    compilers = (os.environ.get("CXX", ""), "g++", "clang++", "cl")
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch.compile does not support Python {sys.version.split()[0]} yet"
+    if device == "cpu" and not any(shutil.which(cxx) for cxx in compilers):
+        return ("torch.compile turns the model into C++ on a CPU and needs a compiler "
+                "(install g++ or clang)")  # fmt: skip
+    if device.startswith("cuda") and not torch.utils._triton.has_triton():
+        return "torch.compile needs triton on a GPU (pip install triton)"
+    if device == "mps":
+        return "torch.compile does not support Apple GPUs (mps) well yet"
+    return ""
+
+
+# -----------------------------------------------------------------------------
+# torchrun: several processes, each with its own share of every batch, as one run.
+
+
+def setup_distributed(device: str) -> str:
+    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE): join the other processes, give
+    each its own GPU, and send the stdout of all but rank 0 to nowhere, so a print() speaks once
+    (errors still reach stderr from every process). Without torchrun: one ordinary process."""
+    if "RANK" not in os.environ:
+        return device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if device == "mps":
+        fail("torchrun cannot connect processes on Apple GPUs (mps): add --device=cpu, "
+             "or run `python gpt.py`")  # fmt: skip
+    backend = "nccl" if device.startswith("cuda") else "gloo"  # between GPUs, between CPUs
+    if not (dist.is_available() and getattr(dist, f"is_{backend}_available")()):
+        fail(f"this PyTorch cannot connect processes with {backend}: run `python gpt.py` without "
+             f"torchrun, or install a PyTorch build with {backend}")  # fmt: skip
+    try:
+        dist.init_process_group(backend)
+    except Exception as e:
+        fail(f"torchrun could not connect {os.environ['WORLD_SIZE']} processes with the {backend} "
+             f"backend ({type(e).__name__}: {e})")  # fmt: skip
+    atexit.register(dist.destroy_process_group)  # leave the group however the run ends
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
+    return device
+
+
+def sync_gradients(model: nn.Module, now: bool) -> contextlib.AbstractContextManager:
+    """Under torchrun, backward() shares gradients between processes; with several micro-batches
+    a step shares them once, after the last. Without torchrun this does nothing."""
+    if isinstance(model, nn.parallel.DistributedDataParallel) and not now:
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def agree_on(value: float, hw: Hardware) -> float:
+    """Rank 0's value, in every process. Their val losses differ by rounding at most (GPUs of
+    different kinds round differently), and all must keep the same model and stop together."""
+    if hw.world_size == 1:
+        return value
+    tensor = torch.tensor(value, dtype=torch.float64, device=hw.device)  # the exact Python float
+    dist.broadcast(tensor, src=0)
+    return tensor.item()
+
+
+def anyone(flag: bool, hw: Hardware) -> bool:
+    """Whether flag is set in any process: all stop at the same step, or the rest would wait."""
+    if hw.world_size == 1:
+        return flag
+    tensor = torch.tensor(float(flag), device=hw.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def resume_command(out_file: str, world_size: int) -> str:
+    """What to type to continue a run stopped with Ctrl-C."""
+    flags = "--resume"
+    if out_file != Settings.out_file:
+        flags += f" --out_file={shlex.quote(out_file)}"
+    script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
+    if world_size == 1:
+        return f"python {script} {flags}"
+    if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # all on this machine
+        return f"torchrun --nproc_per_node={world_size} {script} {flags}"
+    # processes on other machines too: only rank 0 saved the file, and every process reads it
+    return (f"the same torchrun command on every machine, with {flags}, once every machine has "
+            f"{resume_path(out_file)}")  # fmt: skip
+
+
+# -----------------------------------------------------------------------------
+# The run's files: the best model, the state to --resume from, the log, the plot; Ctrl-C.
+
+FORMAT = 2  # of the checkpoints this gpt.py writes; a file of another format is refused
+
+
+def resume_path(out_file: str) -> str:
+    """The latest state lives beside the best model: trained_model.pth -> *.resume.pth."""
+    return os.path.splitext(out_file)[0] + ".resume.pth"
+
+
+def log_path(out_file: str) -> str:
+    return os.path.join(os.path.dirname(out_file), "train_log.csv")
+
+
+def plot_path(out_file: str) -> str:
+    return os.path.join(os.path.dirname(out_file), "loss.png")
+
+
 def save_checkpoint(path: str, checkpoint: dict) -> None:
-    # Write a temporary file, force it to disk, then rename it over the old one. The rename is
-    # atomic, so a crash or a kill at any moment leaves either the old file or the new one, never half.
+    """Write a temporary file, force it to disk, then rename it over the old one: the rename is
+    atomic, so a crash at any moment leaves the old file or the new one, never half of one."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
+            torch.save({**checkpoint, "format": FORMAT}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -580,515 +1022,275 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
 def load_checkpoint(path: str, device: str) -> dict:
     if not os.path.exists(path):
         fail(f"no checkpoint at {path!r}: train one first with `python gpt.py`")
-    damaged = f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again or use another"
+    damaged = (f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again "
+               "or use another")  # fmt: skip
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         fail(damaged)
     try:
-        # weights_only: accept tensors and plain data only, so loading a file can never run its code
+        # weights_only: tensors and plain data only, so loading a file can never run its code
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
-        fail(f"refused to load {path!r}: it holds Python objects that could run code; use only checkpoints you trust")
+        fail(f"refused to load {path!r}: it holds Python objects that could run code; "
+             "use only checkpoints you trust")  # fmt: skip
     except Exception:
         fail(damaged)
-    if not isinstance(checkpoint, dict) or not {"model", "config", "tokenizer"} <= checkpoint.keys():
-        fail(f"{path!r} is a PyTorch file but not a gpt.py checkpoint (no model config or tokenizer in it)")
+    if (
+        not isinstance(checkpoint, dict)
+        or not {"model", "config", "tokenizer"} <= checkpoint.keys()
+    ):
+        fail(f"{path!r} is a PyTorch file but not a gpt.py checkpoint (no model config or "
+             "tokenizer in it)")  # fmt: skip
+    if (found := checkpoint.get("format", 1)) != FORMAT:  # files from before formats: 1
+        fail(f"{path!r} was saved by another version of gpt.py (checkpoint format {found}; "
+             f"this one reads {FORMAT}): train it again")  # fmt: skip
     return checkpoint
 
 
-def load_data(hp: Hyperparameters, state: dict | None) -> tuple[np.ndarray, np.ndarray, CharTokenizer | GPT2Tokenizer]:
-    """The training and validation tokens, and the tokenizer that reads them."""
-    # load_tokens (in Part 2) is tokenizer.encode(open(path).read()), kept in a file beside the text
-    tokens, tokenizer = load_tokens(hp.input_file, state["tokenizer"]["kind"] if state else hp.tokenizer)
-    if state:  # a resumed run keeps its vocabulary: characters the text lost since are fine, new ones refused
-        saved = tokenizer_from(state)
-        if saved.to_dict() != tokenizer.to_dict():  # a char vocabulary: map the text's ids to the saved ones
-            # new_to_saved[i] is the saved id of the text's character i (a text now using 'ac', saved 'abc': [0, 2])
-            new_to_saved = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)
-            tokens = new_to_saved[tokens]
-        tokenizer = saved
-    train_data, val_data = split_tokens(tokens, hp.block_size)
-    tokenizer.encode(hp.prompt)  # characters the model cannot read: say so now, not at the first sample
-    vocabulary = f"{tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']}"
-    batches = len(tokens) // (hp.batch_size * hp.block_size)
-    print(
-        f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = {batches:,} batches of "
-        f"{hp.batch_size} x {hp.block_size}; training on the first {len(train_data):,}, validating on the last "
-        f"{len(val_data):,}"
-    )
-    return train_data, val_data, tokenizer
+def load_resume_state(out_file: str) -> dict:
+    path = resume_path(out_file)
+    if not os.path.exists(path):
+        fail(f"nothing to resume: no {path!r} here (a run saves it at every evaluation and on "
+             "Ctrl-C)")  # fmt: skip
+    state = load_checkpoint(path, "cpu")  # random generator states must be CPU tensors
+    if "optimizer" not in state:
+        fail(f"{path!r} holds a model but no training state to resume: use it with --sample, "
+             "or train anew")  # fmt: skip
+    return state
 
 
-def train_step(
-    train_model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float, autocast,
-) -> torch.Tensor:  # fmt: skip
-    """One optimizer step on this process's micro-batches (x, y): forward, backward, clip, AdamW.
-    Returns their mean loss, the one the progress bar shows.
+class BatchSampler:
+    """Where each training window starts, drawn from its own random generator, so that
+    evaluating or sampling never changes which batches training sees, and --resume goes on
+    with the same ones.
 
-    autocast runs the forward pass's matmuls in bf16 or fp16 while the weights stay fp32 (main()
-    builds it once; in fp32 it does nothing). scaler matters only for fp16: it multiplies the loss so
-    that small gradients do not round to 0, and divides them back before clipping; for bf16 and fp32
-    its calls do nothing. Under torchrun, train_model is wrapped in DistributedDataParallel (DDP),
-    which averages the gradients of all processes during backward().
+    'random': anywhere, independently each time (simple; a long run sees everything).
+    'sliding': every stride-th position plus one window flush with the end, so an epoch covers
+    every token, in a new shuffled order each epoch.
     """
-    ddp = isinstance(train_model, nn.parallel.DistributedDataParallel)
-    mean_loss = 0.0
-    for i, (x, y) in enumerate(batches):
-        last = i == len(batches) - 1
-        # under DDP, share gradients between processes once per step, after the last micro-batch
-        with train_model.no_sync() if ddp and not last else nullcontext():
-            with autocast:
-                _, loss = train_model(x, y)
-            # gradients add up over micro-batches (and DDP averages them over processes): dividing
-            # by the number of micro-batches makes the result the mean over the whole batch
-            scaler.scale(loss / len(batches)).backward()
-        mean_loss = mean_loss + loss.detach() / len(batches)
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-        torch.nn.utils.clip_grad_norm_(train_model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return mean_loss
+
+    def __init__(self, n_tokens: int, hp: Settings, rank: int = 0, world_size: int = 1) -> None:
+        self.n_tokens, self.block_size, self.batch_size = n_tokens, hp.block_size, hp.batch_size
+        self.random = hp.batching == "random"
+        self.last = n_tokens - hp.block_size - 1  # the last position a whole window can start at
+        starts = torch.arange(0, self.last, hp.stride or hp.block_size)
+        self.windows = torch.cat([starts, torch.tensor([self.last])])
+        self.queue = torch.empty(0, dtype=torch.long)  # starts still to visit in this epoch
+        self.generator = torch.Generator().manual_seed(hp.seed)
+        self.micro_batches, self.rank, self.world_size = hp.grad_accum_steps, rank, world_size
+
+    def next_starts(self) -> torch.Tensor:
+        if self.random:
+            return random_starts(self.n_tokens, self.block_size, self.batch_size, self.generator)
+        while len(self.queue) < self.batch_size:  # a new epoch: every window once, in a new order
+            order = torch.randperm(len(self.windows), generator=self.generator)
+            self.queue = torch.cat([self.queue, self.windows[order]])
+        starts, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+        return starts
+
+    def next_step(self) -> list[torch.Tensor]:
+        """This process's micro-batches of one step. Every process draws all of them and takes
+        its share (rank, rank + world_size, ...), so a step sees the same batches however many
+        processes run."""
+        starts = [self.next_starts() for _ in range(self.micro_batches)]
+        return starts[self.rank :: self.world_size]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.generator.get_state(), "queue": self.queue}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["rng"])
+        self.queue = state["queue"][state["queue"] <= self.last]  # the text may have changed
 
 
-def train(
-    hp: Hyperparameters,
-    device: str,
-    dtype: torch.dtype,
-    autocast,
-    state: dict | None,
-    pretrained: GPT | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """Train from scratch, from GPT-2's weights (pretrained, --init_from), or from a saved state
-    (--resume), up to max_iters. Returns the model with the best val loss (other ranks: the last
-    weights) and its tokenizer.
+class Run:
+    """One training run's bookkeeping and files, for train() in Part 1: it restores --resume's
+    state, logs every evaluation to train_log.csv, keeps the best model in out_file and the
+    state to resume from beside it, shows the progress bar, and stops cleanly on Ctrl-C."""
 
-    Under torchrun, world_size processes each run this same function; rank 0 also logs and saves.
-    """
-    master = rank == 0
-    torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
-    attention = pick_attention(hp.attention, device, dtype, hp.block_size)
-    train_data, val_data, tokenizer = load_data(hp, state)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer, n_head=hp.n_head,
-                       n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias, gelu=hp.gelu,
-                       attention=attention)  # fmt: skip
-    sampler = BatchSampler(len(train_data), hp)
-    tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
-    if sampler.random:
-        print(f"one epoch (as many tokens as the training split) = {len(train_data) / tokens_per_step:,.1f} steps")
-    else:
-        epoch_steps = len(sampler.windows) / (hp.batch_size * hp.grad_accum_steps)
-        stride = hp.stride or hp.block_size
-        print(f"one epoch = {len(sampler.windows):,} sliding windows, {stride} apart = {epoch_steps:,.1f} steps")
-    model = (GPT(config) if pretrained is None else pretrained).to(device)
-    optimizer = make_optimizer(model, hp, device)
-    # the weights that are evaluated, kept and sampled: a moving average (see update_average), or
-    # with ema_decay=0 the trained weights themselves, which saves a copy (0.5 GB for GPT-2 124M)
-    averaged = copy.deepcopy(model).requires_grad_(False) if hp.ema_decay else model
-    start_step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
-    if state:  # --resume: put the saved run back exactly as it stopped (restore, in Part 2)
-        start_step, best_val_loss, elapsed_before = restore(state, model, averaged, optimizer, sampler, hp, device)
-    shape = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}"
-    print(f"model: {model.num_params():,} parameters ({shape}, {attention} attention)")  # see pick_attention
-    # fp16 has a narrow range: small gradients underflow to 0 unless the loss is scaled up first.
-    # bf16 has fp32's range, so it needs no scaler (enabled=False makes the scaler a no-op).
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == torch.float16)
-    if state and state.get("scaler"):  # fp16 only: the loss scale it had found
-        scaler.load_state_dict(state["scaler"])
-    # the compiled model runs the training step; evaluation, sampling and saving use the plain one
-    train_model = torch.compile(model) if hp.compile else model
-    if hp.compile:
-        print("compiling the training step: the first step waits for it (--compile=False skips this)")
-    if world_size > 1:  # averages the gradients of all processes during backward()
-        train_model = nn.parallel.DistributedDataParallel(train_model)
-    log_path = os.path.join(os.path.dirname(hp.out_file), "train_log.csv")
-    log_file, log = open_log(log_path if master else os.devnull, start_step if state else None)
-    start_time = time.time()  # training time, for the log and for --resume's file
+    def __init__(self, hp: Settings, hw: Hardware, start: dict | GPT | None) -> None:
+        self.hp, self.hw = hp, hw
+        self.state = start if isinstance(start, dict) else None  # --resume
+        self.pretrained = start if isinstance(start, GPT) else None  # --init_from
+        if self.pretrained:
+            use_attention(self.pretrained, hw.attention)
+        self.best_val_loss, self.start_step, self.elapsed_before = float("inf"), 0, 0.0
+        self.interrupted = False
 
-    def model_file(step: int) -> dict:
-        """What --sample needs: the weights and everything that says how to read them."""
-        return {"model": averaged.state_dict(), "config": dataclasses.asdict(config),
-                "tokenizer": tokenizer.to_dict(), "step": step, "best_val_loss": best_val_loss,
-                "hyperparameters": dataclasses.asdict(hp)}  # fmt: skip
+    def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
+        """The text's tokens and the tokenizer that reads them; a resumed run keeps its
+        vocabulary (characters the text lost since are fine; new ones are refused)."""
+        hp = self.hp
+        kind = self.state["tokenizer"]["kind"] if self.state else hp.tokenizer
+        tokens, tokenizer = load_tokens(hp.input_file, kind)
+        if self.state and tokenizer_from(self.state).to_dict() != tokenizer.to_dict():
+            saved = tokenizer_from(self.state)  # map the text's character ids to the saved ones
+            check_readable(saved, tokenizer.chars)
+            tokens = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)[tokens]
+            tokenizer = saved
+        train_data, val_data = split_long_enough(tokens, hp.block_size)
+        check_readable(tokenizer, hp.prompt)  # say so now, not at the first sample
+        vocabulary = f"{tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']}"
+        batches = len(tokens) // (hp.batch_size * hp.block_size)
+        print(f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = "
+              f"{batches:,} batches of {hp.batch_size} x {hp.block_size}; training on the first "
+              f"{len(train_data):,}, validating on the last {len(val_data):,}")  # fmt: skip
+        self.tokenizer, self.n_train = tokenizer, len(train_data)
+        return tokens, tokenizer
 
-    def save_state(step: int) -> None:
-        """Everything --resume needs to continue as if the run had never stopped: the model file and more."""
-        if master:
-            save_checkpoint(resume_path(hp.out_file), {
-                **model_file(step), "trained_model": model.state_dict(),  # "model" is the average
-                "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                "scaler": scaler.state_dict(), "elapsed_s": elapsed_before + time.time() - start_time,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": [torch.cuda.get_rng_state(device)] if device.startswith("cuda") else [],
-            })  # fmt: skip
+    def start(self, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler) -> BatchSampler:  # fmt: skip
+        """Take note of what the run trains; restore --resume's state into it; open the log."""
+        hp, hw = self.hp, self.hw
+        self.model, self.averaged, self.optimizer, self.scaler = model, averaged, optimizer, scaler
+        self.sampler = BatchSampler(self.n_train, hp, hw.rank, hw.world_size)
+        self.tokens_per_step = hp.batch_size * hp.block_size * hp.grad_accum_steps
+        if self.sampler.random:
+            steps = self.n_train / self.tokens_per_step
+            print(f"one epoch (as many tokens as the training split) = {steps:,.1f} steps")
+        else:
+            windows = len(self.sampler.windows)
+            steps = windows / (hp.batch_size * hp.grad_accum_steps)
+            print(f"one epoch = {windows:,} sliding windows, {hp.stride or hp.block_size} apart = "
+                  f"{steps:,.1f} steps")  # fmt: skip
+        if self.state:
+            self.restore(self.state)
+        c = model.config
+        shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}"
+        print(f"model: {model.num_params():,} parameters ({shape}, {c.attention} attention)")
+        path = log_path(hp.out_file) if hw.master else os.devnull
+        self.log_file, self.log = open_log(path, self.start_step if self.state else None)
+        self.start_time = time.time()
+        signal.signal(signal.SIGINT, self.on_ctrl_c)
+        self.progress = tqdm(total=hp.max_iters, initial=self.start_step, unit="step",
+                             mininterval=1.0, disable=not hw.master)  # fmt: skip
+        return self.sampler
 
-    def evaluate(step: int, lr: float) -> bool:
-        """Score both splits, log the scores, keep the model if its val loss is the best yet.
-        Returns whether the val loss reached --target_loss."""
-        nonlocal best_val_loss
-        losses = estimate_loss(averaged, {"train": train_data, "val": val_data}, hp, device, autocast)
-        # every process scores the same batches with the same weights, so their val losses differ only
-        # by rounding (GPUs of different kinds round differently). All take rank 0's, so all keep the
-        # same best model and stop at --target_loss together: one stopping alone would leave the rest waiting
-        if world_size > 1:
-            val = torch.tensor(losses["val"], dtype=torch.float64, device=device)  # float64: the exact Python float
-            torch.distributed.broadcast(val, src=0)
-            losses["val"] = val.item()
-        tokens = step * tokens_per_step
-        elapsed = elapsed_before + time.time() - start_time
-        log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / len(train_data):.3f}",
-                      "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
-                      "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
-        log_file.flush()
-        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        # out_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not trained
-        # yet, and saving it would replace what an earlier run left in out_file), unless the run ends
-        # there (--max_iters=0, or --target_loss met at once): every run ends with a checkpoint
-        reached = losses["val"] <= hp.target_loss
-        last = step == hp.max_iters or reached
-        if losses["val"] < best_val_loss and (step > 0 or last):
-            best_val_loss = losses["val"]
-            if master:
-                save_checkpoint(hp.out_file, model_file(step))
-        return reached
+    def restore(self, state: dict) -> None:
+        """Put a saved run back exactly where it stopped, random number generators included."""
+        hp, hw = self.hp, self.hw
+        if self.averaged is not self.model:  # (with ema_decay=0 there is no separate average)
+            self.averaged.load_state_dict(state["model"])
+        self.model.load_state_dict(state["trained_model"])
+        # the command line may have changed betas or weight decay (the groups are
+        # make_optimizer's: matrices, then vectors), and fused must suit this device
+        for group, decay in zip(state["optimizer"]["param_groups"], (hp.weight_decay, 0.0)):
+            group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=hw.fused_adamw)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:  # fp16 only: the loss scale it had found
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and hw.device_type == "cuda":  # every process's generator is the same
+            torch.cuda.set_rng_state(state["cuda_rng"][0], hw.device)
+        self.sampler.load_state_dict(state["sampler"])
+        self.start_step, self.best_val_loss = state["step"], state["best_val_loss"]
+        self.elapsed_before = state["elapsed_s"]
+        print(f"resuming at step {self.start_step} (best val loss so far {self.best_val_loss:.4f})")
 
-    interrupted = False
-
-    def on_ctrl_c(signum: int, frame) -> None:
+    def on_ctrl_c(self, signum: int, frame: object) -> None:
         # finish the current step, so the saved state is whole; a second Ctrl-C stops at once
-        nonlocal interrupted
-        interrupted = True
+        self.interrupted = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    signal.signal(signal.SIGINT, on_ctrl_c)
-    progress = tqdm(total=hp.max_iters, initial=start_step, unit="step", mininterval=1.0, disable=not master)
-    for step in range(start_step, hp.max_iters + 1):
-        stop = interrupted
-        if world_size > 1:  # every process must stop at the same step, or the others would wait forever
-            anyone = torch.tensor(float(interrupted), device=device)
-            torch.distributed.all_reduce(anyone, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(anyone.item())  # (a Ctrl-C arriving after this process sent 0 stops the next step)
-        if stop:
-            save_state(step)
-            progress.close()
-            print(f"interrupted at step {step}; saved {resume_path(hp.out_file)}")
-            print(f"to continue: {resume_command(hp.out_file, world_size)}")
-            raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
-        lr = get_lr(step, hp)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    def steps(self) -> Iterator[int]:
+        """start_step, ..., max_iters; after a Ctrl-C, save the state and stop instead."""
+        for step in range(self.start_step, self.hp.max_iters + 1):
+            if anyone(self.interrupted, self.hw):
+                self.save_state(step)
+                self.progress.close()
+                print(f"interrupted at step {step}; saved {resume_path(self.hp.out_file)}")
+                print(f"to continue: {resume_command(self.hp.out_file, self.hw.world_size)}")
+                raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
+            yield step
 
-        if step % hp.eval_interval == 0 or step == hp.max_iters:
-            if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would be lost)
-                save_state(step)  # --resume's file; a run resumed from here evaluates this step again
-            if evaluate(step, lr):  # the val loss reached --target_loss
-                tqdm.write(f"reached the target val loss {hp.target_loss} at step {step}: stopping early")
-                break
-        if hp.sample_interval and step % hp.sample_interval == 0 and master:
-            print_sample_while_training(averaged, tokenizer, hp, autocast)
-        if step == hp.max_iters:
-            break  # the last step only evaluates, so the run always ends on a measured checkpoint
+    def model_file(self, step: int) -> dict:
+        """What --sample needs: the weights and everything that says how to read them."""
+        return {"model": self.averaged.state_dict(), "tokenizer": self.tokenizer.to_dict(),
+                "config": dataclasses.asdict(self.model.config), "step": step,
+                "best_val_loss": self.best_val_loss,
+                "hyperparameters": dataclasses.asdict(self.hp)}  # fmt: skip
 
-        t0 = time.time()
-        # every process draws every micro-batch and trains on its share (micro-batches rank,
-        # rank + world_size, ...), so a step sees the same batches however many processes run
-        starts = [sampler.next_starts() for _ in range(hp.grad_accum_steps)][rank::world_size]
-        batches = [get_batch(train_data, s, hp.block_size, device) for s in starts]
-        loss = train_step(train_model, optimizer, scaler, batches, hp.grad_clip, autocast)
-        update_average(averaged, model, step, hp.ema_decay)
-        loss = loss.item()  # waits for the step to finish (GPUs run asynchronously) before reading the clock
-        if not math.isfinite(loss):
-            fail(
-                f"the loss became {loss} at step {step + 1}: the run diverged; try a lower --learning_rate. "
-                "Nothing was saved after it went bad"
+    def save_state(self, step: int) -> None:
+        """Everything --resume needs to go on as if the run had never stopped."""
+        if not self.hw.master:
+            return
+        hw = self.hw
+        save_checkpoint(resume_path(self.hp.out_file), {
+            **self.model_file(step), "trained_model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
+            "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": [torch.cuda.get_rng_state(hw.device)] if hw.device_type == "cuda" else [],
+            "elapsed_s": self.elapsed_before + time.time() - self.start_time,
+        })  # fmt: skip
+
+    def evaluated(self, step: int, lr: float, losses: dict) -> None:
+        """Log the losses; keep the model if its val loss is the best yet. Under torchrun every
+        process's losses["val"] becomes rank 0's."""
+        hp = self.hp
+        if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
+            self.save_state(step)  # a run resumed from here evaluates this step again
+        losses["val"] = agree_on(losses["val"], self.hw)
+        tokens = step * self.tokens_per_step
+        elapsed = self.elapsed_before + time.time() - self.start_time
+        self.log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
+                           "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
+                           "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
+        self.log_file.flush()
+        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        # out_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not
+        # trained, and saving it would replace an earlier run's model) unless the run ends there
+        reached = losses["val"] <= hp.target_loss
+        if losses["val"] < self.best_val_loss and (step > 0 or step == hp.max_iters or reached):
+            self.best_val_loss = losses["val"]
+            if self.hw.master:
+                save_checkpoint(hp.out_file, self.model_file(step))
+        if reached:
+            tqdm.write(
+                f"reached the target val loss {hp.target_loss} at step {step}: stopping early"
             )
-        tokens_per_sec = tokens_per_step / (time.time() - t0)
-        epoch = (step + 1) * tokens_per_step / len(train_data)
-        progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=f"{epoch:.2f}", tok_s=f"{tokens_per_sec:,.0f}",
-                             refresh=False)  # fmt: skip
-        progress.update()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    progress.close()
-    log_file.close()
-    if not master:
-        return model, tokenizer
-    print(f"done in {time.time() - start_time:.0f} s; best val loss {best_val_loss:.4f}, saved to {hp.out_file}")
-    plot_losses(log_path)
-    model.load_state_dict(load_checkpoint(hp.out_file, device)["model"])  # sample from the best model
-    return model, tokenizer
 
+    def print_sample(self, model: GPT, tokenizer: Tokenizer) -> None:
+        """A short sample from the same prompt and seed each time. It uses its own random
+        generator and no dropout, so training goes on exactly as it would without it."""
+        if not self.hw.master:
+            return
+        hp = self.hp
+        with self.hw.autocast:
+            pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed,
+                                   **sampling_options(hp))  # fmt: skip
+            text = "".join(piece for [piece] in pieces)  # one sample: each yield is a list of one
+        tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
+        model.train()  # generate_text switched to eval mode
 
-# -----------------------------------------------------------------------------
-# Sampling: turn the trained model into text.
+    def stepped(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        if not math.isfinite(loss):
+            fail(f"the loss became {loss} at step {step + 1}: the run diverged; try a lower "
+                 "--learning_rate. Nothing was saved after it went bad")  # fmt: skip
+        epoch = (step + 1) * self.tokens_per_step / self.n_train
+        tokens_per_sec = self.tokens_per_step / seconds
+        self.progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=f"{epoch:.2f}",
+                                  tok_s=f"{tokens_per_sec:,.0f}", refresh=False)  # fmt: skip
+        self.progress.update()
 
-
-def sample_next_token(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one token per row of logits (B, vocab_size): returns (B, 1)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the likeliest
-    logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
-    if top_k > 0:  # keep the k likeliest tokens
-        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    if top_p < 1.0:  # nucleus: keep the smallest set of likeliest tokens whose probabilities reach top_p
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier tokens
-        sorted_probs[mass_before >= top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # renormalises by itself
-
-
-def sampling_options(hp: Hyperparameters) -> dict:
-    return dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
-
-
-def print_sample_while_training(
-    model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast
-) -> None:
-    """A short sample from the same prompt and seed each time, to watch gibberish turn into text.
-
-    Sampling uses its own random generator and no dropout, so training goes on exactly as it
-    would without it: the loss curve is identical either way.
-    """
-    with autocast:
-        pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed, **sampling_options(hp))
-        text = "".join(piece for [piece] in pieces)  # one sample: each yield is a list of one piece
-    tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
-    model.train()  # generate_text switched to eval mode
-
-
-def generate_text(
-    model: GPT,
-    tokenizer: CharTokenizer | GPT2Tokenizer,
-    prompt: str,
-    num_samples: int,
-    max_new_tokens: int,
-    seed: int,
-    use_cache: bool = True,
-    **sampling,
-) -> Iterator[list[str]]:
-    """Yield each sample's new text, piece by piece: first the prompt, then one piece per new token.
-
-    A GPT-2 token can end halfway through a multi-byte character, so the bytes go through an
-    incremental UTF-8 decoder, which holds back an unfinished character until its last byte arrives.
-    A sample ends at its tokenizer's stop token (GPT-2's <|endoftext|>) or after max_new_tokens.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    prompt_ids = tokenizer.encode(prompt) if prompt else [tokenizer.start_token]
-    idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)  # same seed, same text
-    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
-    done = [False] * num_samples
-    yield [prompt] * num_samples
-    for next_tokens in model.stream(idx, max_new_tokens, use_cache, generator=generator, **sampling):
-        pieces = []
-        for i, token in enumerate(next_tokens[:, 0].tolist()):
-            done[i] = done[i] or token == tokenizer.stop_token
-            pieces.append("" if done[i] else decoders[i].decode(tokenizer.token_bytes(token)))
-        yield pieces
-        if all(done):
-            break
-    yield [decoder.decode(b"", final=True) for decoder in decoders]  # whatever bytes are left
-
-
-def print_samples(model: GPT, tokenizer: CharTokenizer | GPT2Tokenizer, hp: Hyperparameters, autocast) -> None:
-    """One sample streams to the terminal as it is generated; several are drawn as a batch, then printed."""
-    texts, streaming = [""] * hp.num_samples, hp.num_samples == 1
-    if streaming:
-        print("\n--- sample 1 of 1 ---")
-    with autocast:
-        for pieces in generate_text(model, tokenizer, hp.prompt, hp.num_samples, hp.max_new_tokens, hp.seed,
-                                    hp.kv_cache, **sampling_options(hp)):  # fmt: skip
-            texts = [text + piece for text, piece in zip(texts, pieces)]
-            if streaming:
-                print(pieces[0], end="", flush=True)
-    if streaming:
-        print()
-    else:
-        for i, text in enumerate(texts):
-            print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
-
-
-def load_model(
-    path: str, device: str, attention: str = "auto", dtype: torch.dtype = torch.float32
-) -> tuple[GPT, CharTokenizer | GPT2Tokenizer, dict]:
-    """A model gpt.py saved: its shape and tokenizer come from the file, its attention suits dtype."""
-    checkpoint = load_checkpoint(path, device)
-    try:
-        config = GPTConfig(**checkpoint["config"])
-        config.attention = pick_attention(attention, device, dtype, config.block_size)  # the speed, not the math
-        model = GPT(config).to(device)
-        model.load_state_dict(checkpoint["model"])
-    except (TypeError, KeyError, RuntimeError) as e:
-        fail(f"{path!r} holds weights that do not fit the model its config describes ({type(e).__name__})")
-    return model, tokenizer_from(checkpoint), checkpoint
-
-
-def load_for_sampling(
-    hp: Hyperparameters, device: str, dtype: torch.dtype
-) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """The model and tokenizer saved in out_file (or GPT-2 itself): no need to repeat the model's sizes."""
-    if hp.init_from:
-        print(f"sampling {hp.init_from} as it is (to sample a model fine-tuned from it, drop --init_from)")
-        attention = pick_attention(hp.attention, device, dtype, 1024)  # GPT-2's context
-        return from_pretrained(hp.init_from, attention=attention).to(device), make_tokenizer("gpt2")
-    model, tokenizer, checkpoint = load_model(hp.out_file, device, hp.attention, dtype)
-    print(f"loaded {hp.out_file}: step {checkpoint.get('step')}, val loss {checkpoint.get('best_val_loss', 0):.4f}")
-    return model, tokenizer
-
-
-# =============================================================================
-# Part 2: the plumbing that makes Part 1 a tool (see the top of the file). Part 1 calls each of these
-# functions by a name that says what it does, so a first read can skip straight to main().
-# =============================================================================
-
-
-# -----------------------------------------------------------------------------
-# Reading and tokenizing a text of any size. The idea is one line,
-# tokens = tokenizer.encode(open(path).read()); these functions do the same in 4 MB pieces and
-# keep the tokens in a file beside the text, so a text larger than memory trains and the second
-# start is instant.
-
-
-def open_text(path: str) -> BinaryIO:
-    if os.path.exists(path) and not os.path.isfile(path):  # a folder, or a pipe (the text is read twice)
-        fail(f"{path!r} is not a file: put your training text in a file and pass --input_file=PATH")
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass --input_file=PATH")
-
-
-def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
-    """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
-
-    Each piece ends just before a line break that follows a non-space character. GPT-2's tokenizer
-    never joins characters across such a place, so the pieces encode to the same tokens as the whole.
-    """
-    file = open_text(path)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    rest, bytes_before, lines_before = "", 0, 0
-    with file:
-        while True:
-            raw = file.read(piece_bytes)
-            cut_char = decoder.getstate()[0]  # the first bytes of a character the last read cut in two
-            try:
-                text = rest + decoder.decode(raw, final=not raw)
-            except UnicodeDecodeError as e:  # e.start counts from cut_char's first byte
-                byte = bytes_before - len(cut_char) + e.start
-                line = lines_before + (cut_char + raw)[: e.start].count(b"\n") + 1
-                fail(f"{path!r} is not UTF-8 text (byte {byte}, line {line}): save it as UTF-8 and try again")
-            bytes_before, lines_before = bytes_before + len(raw), lines_before + raw.count(b"\n")
-            if not raw:
-                yield text
-                return
-            cut = text.rfind("\n")
-            while cut > 0 and text[cut - 1].isspace():
-                cut = text.rfind("\n", 0, cut)
-            if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
-                yield text[:cut]
-                rest = text[cut:]
-            else:
-                rest = text
-
-
-def read_text(path: str) -> str:
-    text = "".join(read_pieces(path))
-    if not text.strip():
-        fail(f"{path!r} is empty: put some text in it")
-    return text
-
-
-def load_tokens(path: str, kind: str) -> tuple[np.ndarray, CharTokenizer | GPT2Tokenizer]:
-    """Every token of the text, as an array of uint16 mapped from a file beside it.
-
-    Tokenizing a big text takes a while, so it is done once: input.txt's tokens go to
-    input.txt.char.tokens (or .gpt2.tokens), and later runs reuse that file for as long as the text
-    keeps its size and modification time. The array is memory-mapped: the operating system reads
-    only the pages the batches touch, so a text larger than RAM trains, and a second start is instant.
-    """
-    make_tokenizer(kind)  # an unknown kind fails here, before any work
-    with open_text(path) as f:
-        stat = os.fstat(f.fileno())
-    cache = f"{path}.{kind}.tokens"
-    text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
-    try:
-        with open(cache + ".json") as f:
-            info = json.load(f)
-        fresh = {key: info[key] for key in text_id} == text_id and os.path.getsize(cache) == 2 * info["tokens"]
-    except (OSError, ValueError, KeyError):  # no cache yet, or a damaged one
-        fresh = False
-    if not fresh:
-        info = write_token_cache(path, kind, cache, text_id)
-    tokenizer = make_tokenizer(kind, chars=info.get("chars", ""))
-    return np.memmap(cache, dtype=np.uint16, mode="r"), tokenizer
-
-
-def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
-    # a first pass checks the text and finds the characters it uses (the char tokenizer's vocabulary)
-    chars = set().union(*map(set, read_pieces(path)))
-    if not "".join(chars).strip():
-        fail(f"{path!r} is empty: put some text in it")
-    if kind == "char" and len(chars) > 2**16:
-        fail(f"{path!r} uses {len(chars):,} different characters, more than 65,536: use --tokenizer=gpt2")
-    tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
-    print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
-    n_tokens, pieces = 0, read_pieces(path)
-    tmp = f"{cache}.{os.getpid()}.tmp"  # the process id: two runs starting together never share a file
-    try:
-        with open(tmp, "wb") as f:
-            while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece per CPU core
-                for ids in tokenizer.encode_batch(batch):
-                    f.write(np.array(ids, dtype=np.uint16).tobytes())
-                    n_tokens += len(ids)
-        info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
-        with open(tmp + ".json", "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, cache)  # the tokens first, then the description that vouches for them
-        os.replace(tmp + ".json", cache + ".json")
-    except OSError as e:
-        fail(f"cannot save the tokens to {cache!r} ({e.strerror}): put the text in a folder you can write to")
-    finally:
-        for leftover in (tmp, tmp + ".json"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-    return info
-
-
-# -----------------------------------------------------------------------------
-# Resuming, the log and the loss plot.
-
-
-def resume_path(out_file: str) -> str:
-    """The latest training state lives beside the best model: trained_model.pth -> trained_model.resume.pth."""
-    return os.path.splitext(out_file)[0] + ".resume.pth"
-
-
-def resume_command(out_file: str, world_size: int) -> str:
-    """What to type to continue a run stopped with Ctrl-C."""
-    flags = "--resume" if out_file == Hyperparameters.out_file else f"--resume --out_file={shlex.quote(out_file)}"
-    script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
-    if world_size == 1:
-        return f"python {script} {flags}"
-    if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # torchrun sets it: processes here
-        return f"torchrun --nproc_per_node={world_size} {script} {flags}"
-    # processes on other machines too. Only rank 0 saved the file, and every process reads it on --resume
-    return f"the same torchrun command on every machine, with {flags}, once every machine has {resume_path(out_file)}"
+    def finish(self, model: GPT) -> GPT:
+        """Close the files, draw the plot, and return model holding the best weights saved.
+        Under torchrun, the other processes end here."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.progress.close()
+        self.log_file.close()
+        if self.hw.world_size > 1:  # leave together: gloo can crash on a process exiting early
+            dist.barrier()
+        if not self.hw.master:
+            raise SystemExit(0)
+        hp = self.hp
+        print(f"done in {time.time() - self.start_time:.0f} s; best val loss "
+              f"{self.best_val_loss:.4f}, saved to {hp.out_file}")  # fmt: skip
+        plot_losses(log_path(hp.out_file))
+        model.load_state_dict(load_checkpoint(hp.out_file, self.hw.device)["model"])
+        return model
 
 
 def open_log(path: str, resume_step: int | None) -> tuple:
-    """train_log.csv: one row per evaluation. A resumed run keeps the rows from before resume_step."""
+    """train_log.csv: one row per evaluation. A resumed run keeps the rows before resume_step."""
     rows = []
     if resume_step is not None and os.path.exists(path):
         with open(path, newline="") as f:
@@ -1096,34 +1298,15 @@ def open_log(path: str, resume_step: int | None) -> tuple:
     try:
         file = open(path, "w", newline="")
     except OSError as e:
-        fail(f"cannot write {path!r} ({e.strerror}): pick another --out_file; the log goes beside it")
-    log = csv.DictWriter(file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"])
+        fail(
+            f"cannot write {path!r} ({e.strerror}): pick another --out_file; the log goes beside it"
+        )
+    log = csv.DictWriter(
+        file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
+    )
     log.writeheader()
     log.writerows(rows)
     return file, log
-
-
-def restore(
-    state: dict, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
-    sampler: BatchSampler, hp: Hyperparameters, device: str,
-) -> tuple[int, float, float]:  # fmt: skip
-    """Put a saved run back exactly where it stopped, random number generators included.
-    Returns its step, best val loss and training seconds so far."""
-    if averaged is not model:  # (with ema_decay=0 there is no separate average)
-        averaged.load_state_dict(state["model"])
-    model.load_state_dict(state.get("trained_model", state["model"]))  # (files saved before averaging: "model")
-    # the command line may have changed betas or weight decay (the groups are make_optimizer's:
-    # matrices, then vectors), and fused must suit this device, which decides where the optimizer's
-    # step counts are loaded to; the loop sets lr at every step
-    for group, decay in zip(state["optimizer"]["param_groups"], (hp.weight_decay, 0.0)):
-        group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=fused_adamw(device))
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and device.startswith("cuda"):  # this GPU's generator (every process's is the same)
-        torch.cuda.set_rng_state(state["cuda_rng"][0], device)
-    sampler.load_state_dict(state["sampler"])
-    print(f"resuming at step {state['step']} (best val loss so far {state['best_val_loss']:.4f})")
-    return state["step"], state["best_val_loss"], state["elapsed_s"]
 
 
 def plot_losses(log_path: str) -> None:
@@ -1139,13 +1322,16 @@ def plot_losses(log_path: str) -> None:
     with open(log_path) as f:
         rows = list(csv.DictReader(f))
     tokens = [int(r["tokens"]) for r in rows]
-    tokens_per_epoch = tokens[-1] / float(rows[-1]["epoch"]) if float(rows[-1]["epoch"]) > 0 else 1.0
+    epochs_seen = float(rows[-1]["epoch"])
+    tokens_per_epoch = tokens[-1] / epochs_seen if epochs_seen > 0 else 1.0
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tokens, [float(r["train_loss"]) for r in rows], label="train")
     ax.plot(tokens, [float(r["val_loss"]) for r in rows], label="val")
     ax.set_xlabel("tokens seen")
-    epochs = ax.secondary_xaxis("top", functions=(lambda t: t / tokens_per_epoch, lambda e: e * tokens_per_epoch))
-    epochs.set_xlabel("epochs (passes over the training tokens)")
+    to_epochs = (lambda t: t / tokens_per_epoch, lambda e: e * tokens_per_epoch)
+    ax.secondary_xaxis("top", functions=to_epochs).set_xlabel(
+        "epochs (passes over the training tokens)"
+    )
     ax.set_ylabel("cross-entropy loss")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -1155,12 +1341,209 @@ def plot_losses(log_path: str) -> None:
 
 
 # -----------------------------------------------------------------------------
+# Tokenizers from settings and files, and texts of any size. The idea is one line,
+# tokens = tokenizer.encode(open(path).read()); this does it in 4 MB pieces and keeps the tokens
+# in a file beside the text, so a text larger than memory trains and a second start is instant.
+
+
+def make_tokenizer(kind: str, text: str = "", chars: str = "") -> Tokenizer:
+    if kind == "char":
+        return CharTokenizer(chars or "".join(sorted(set(text))))
+    if kind != "gpt2":
+        fail(f"--tokenizer must be one of char, gpt2, not {kind!r}")
+    try:
+        return GPT2Tokenizer()
+    except Exception as e:  # tiktoken downloads its files once; offline that fails
+        fail(f"cannot load GPT-2's tokenizer files ({type(e).__name__}): connect to the internet "
+             "once, or set TIKTOKEN_CACHE_DIR to a folder that has them")  # fmt: skip
+
+
+def tokenizer_from(checkpoint: dict) -> Tokenizer:
+    info = checkpoint["tokenizer"]
+    return make_tokenizer(info["kind"], chars=info.get("chars", ""))
+
+
+def check_readable(tokenizer: Tokenizer, text: str) -> None:
+    """A character vocabulary can only read the characters it was trained on."""
+    unknown = (
+        sorted(set(text) - tokenizer.stoi.keys()) if isinstance(tokenizer, CharTokenizer) else []
+    )
+    if unknown:
+        fail(f"the text has characters this model's vocabulary lacks: {''.join(unknown)!r}")
+
+
+def split_long_enough(tokens: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """split_tokens, for a text whose validation split holds at least one whole window."""
+    train_data, val_data = split_tokens(tokens)
+    if len(val_data) < block_size + 1:
+        fail(f"the text is {len(tokens):,} tokens, too short for block_size={block_size}: the "
+             f"10% validation split needs at least {block_size + 1}; use more text or a smaller "
+             "--block_size")  # fmt: skip
+    return train_data, val_data
+
+
+def open_text(path: str) -> BinaryIO:
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, or a pipe (read twice)
+        fail(f"{path!r} is not a file: put your training text in a file and pass --input_file=PATH")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        fail(f"cannot read {path!r} ({e.strerror}): put your training text there or pass "
+             "--input_file=PATH")  # fmt: skip
+
+
+def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
+    """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
+
+    Each piece ends just before a line break that follows a non-space character. GPT-2's
+    tokenizer never joins characters across such a place, so the pieces encode to the same tokens
+    as the whole.
+    """
+    file = open_text(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    rest, bytes_before, lines_before = "", 0, 0
+    with file:
+        while True:
+            raw = file.read(piece_bytes)
+            cut_char = decoder.getstate()[0]  # the first bytes of a character the last read cut
+            try:
+                text = rest + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:  # e.start counts from cut_char's first byte
+                byte = bytes_before - len(cut_char) + e.start
+                line = lines_before + (cut_char + raw)[: e.start].count(b"\n") + 1
+                fail(f"{path!r} is not UTF-8 text (byte {byte}, line {line}): save it as UTF-8 "
+                     "and try again")  # fmt: skip
+            bytes_before, lines_before = bytes_before + len(raw), lines_before + raw.count(b"\n")
+            if not raw:
+                yield text
+                return
+            cut = text.rfind("\n")
+            while cut > 0 and text[cut - 1].isspace():
+                cut = text.rfind("\n", 0, cut)
+            if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
+                yield text[:cut]
+                rest = text[cut:]
+            else:
+                rest = text
+
+
+def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return tokenizer.enc.encode_ordinary_batch(texts, num_threads=len(texts))  # in parallel
+    return [tokenizer.encode(text) for text in texts]
+
+
+def read_text(path: str) -> str:
+    text = "".join(read_pieces(path))
+    if not text.strip():
+        fail(f"{path!r} is empty: put some text in it")
+    return text
+
+
+def load_tokens(path: str, kind: str) -> tuple[np.ndarray, Tokenizer]:
+    """Every token of the text, as an array of uint16 mapped from a file beside it.
+
+    The text is tokenized once: input.txt's tokens go to input.txt.char.tokens (or .gpt2.tokens),
+    reused for as long as the text keeps its size and modification time. The array is
+    memory-mapped: the system reads only the pages the batches touch.
+    """
+    make_tokenizer(kind)  # an unknown kind fails here, before any work
+    with open_text(path) as f:
+        stat = os.fstat(f.fileno())
+    cache = f"{path}.{kind}.tokens"
+    text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
+    try:
+        with open(cache + ".json") as f:
+            info = json.load(f)
+        same_text = {key: info[key] for key in text_id} == text_id
+        fresh = same_text and os.path.getsize(cache) == 2 * info["tokens"]
+    except (OSError, ValueError, KeyError):  # no cache yet, or a damaged one
+        fresh = False
+    if not fresh:
+        info = write_token_cache(path, kind, cache, text_id)
+    tokenizer = make_tokenizer(kind, chars=info.get("chars", ""))
+    return np.memmap(cache, dtype=np.uint16, mode="r"), tokenizer
+
+
+def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
+    # a first pass checks the text and finds the characters it uses (the char vocabulary)
+    chars = set().union(*map(set, read_pieces(path)))
+    if not "".join(chars).strip():
+        fail(f"{path!r} is empty: put some text in it")
+    if kind == "char" and len(chars) > 2**16:
+        fail(f"{path!r} uses {len(chars):,} different characters, more than 65,536: "
+             "use --tokenizer=gpt2")  # fmt: skip
+    tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
+    print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
+    n_tokens, pieces = 0, read_pieces(path)
+    tmp = f"{cache}.{os.getpid()}.tmp"  # the process id: two runs starting together never share
+    try:
+        with open(tmp, "wb") as f:
+            while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece a core
+                for ids in encode_batch(tokenizer, batch):
+                    f.write(np.array(ids, dtype=np.uint16).tobytes())
+                    n_tokens += len(ids)
+        info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
+        with open(tmp + ".json", "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, cache)  # the tokens first, then the description that vouches for them
+        os.replace(tmp + ".json", cache + ".json")
+    except OSError as e:
+        fail(f"cannot save the tokens to {cache!r} ({e.strerror}): put the text in a folder you "
+             "can write to")  # fmt: skip
+    finally:
+        for leftover in (tmp, tmp + ".json"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return info
+
+
+# -----------------------------------------------------------------------------
+# The loss in chunks: GPT.forward's cross-entropy, without holding every logit at once.
+
+
+class ChunkedLoss(nn.Module):
+    """model(idx, targets)'s loss, computed a chunk of tokens at a time (a test checks the loss
+    and its gradients against GPT.forward's).
+
+    The logits are big for a big vocabulary: GPT-2's 50,257 at batch 4 x 1024 take 0.8 GB in
+    fp32, and the loss and its gradient hold several copies. Here each chunk's logits are dropped
+    as soon as its loss is known, and recomputed in the backward pass (activation checkpointing):
+    the memory of one chunk, for the price of one more lm_head matmul. Returns (None, loss).
+    """
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[None, torch.Tensor]:
+        hidden = self.model.hidden(idx).flatten(0, 1)  # (B * T, n_embd)
+        targets = targets.reshape(-1)  # (B * T,)
+        chunk = max(1, 2**24 // self.model.config.vocab_size)  # tokens whose fp32 logits take 64 MB
+        total = sum(
+            # use_reentrant=False: the variant PyTorch recommends, which works with DDP and compile
+            torch.utils.checkpoint.checkpoint(
+                self.chunk_loss, hidden[i : i + chunk], targets[i : i + chunk], use_reentrant=False
+            )
+            for i in range(0, len(hidden), chunk)
+        )
+        return None, total / len(hidden)
+
+    def chunk_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model.lm_head(hidden).float(), targets, reduction="sum")
+
+
+# -----------------------------------------------------------------------------
 # GPT-2 in and out: OpenAI's weights, through Hugging Face transformers (optional).
 
-
-# transformers stores these as Conv1D layers, whose weights are (in, out): the transpose of nn.Linear's
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # transformers' names for GPT-2's tanh GELU ('gelu' is the exact one)
+# transformers stores these as Conv1D layers, whose weights are (in, out): nn.Linear's transposed
+CONV1D_WEIGHTS = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
+TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # transformers' names for GPT-2's tanh GELU
 
 
 def hf_name(name: str) -> str:
@@ -1171,41 +1554,47 @@ def hf_name(name: str) -> str:
 def import_transformers() -> ModuleType:
     try:
         import transformers
-
-        transformers.logging.set_verbosity_error()  # keep its warnings and progress bars out of our messages
-        transformers.logging.disable_progress_bar()
-        return transformers
     except ImportError:
         fail("this needs Hugging Face transformers: pip install transformers")
+    transformers.logging.set_verbosity_error()  # keep its warnings and progress bars out
+    transformers.logging.disable_progress_bar()
+    return transformers
 
 
-def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0, attention: str = "sdpa") -> GPT:
-    """GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a saved directory) as our GPT.
+def use_attention(model: GPT, attention: str) -> None:
+    """Switch the model's attention between 'by_hand' and 'sdpa': the speed, not the math."""
+    model.config.attention = attention
+    for block in model.blocks:
+        block.attn.attention = attention
 
-    block_size, if given and smaller than GPT-2's 1024, keeps only the first block_size position
+
+def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0) -> GPT:
+    """GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a saved folder) as our GPT.
+
+    block_size, if given and below GPT-2's 1024, keeps only the first block_size position
     embeddings: fine-tuning on a shorter context is much cheaper, and the rest are never used.
     """
-    if name_or_dir.startswith((".", os.sep)) and not os.path.isdir(name_or_dir):  # a path, not a model name
+    if name_or_dir.startswith((".", os.sep)) and not os.path.isdir(name_or_dir):  # a path
         fail(f"--init_from={name_or_dir}: there is no such folder")
     transformers = import_transformers()
     try:
-        hf, loading = transformers.GPT2LMHeadModel.from_pretrained(name_or_dir, output_loading_info=True)
-    except Exception as e:  # no such directory, no network, not a GPT-2 checkpoint, ...
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:150]
-        fail(
-            f"cannot load GPT-2 weights from {name_or_dir!r} ({reason}). Give a directory holding a Hugging Face "
-            "GPT-2 checkpoint (config.json + model.safetensors), or a model name with internet access once"
+        hf, loading = transformers.GPT2LMHeadModel.from_pretrained(
+            name_or_dir, output_loading_info=True
         )
+    except Exception as e:  # no such folder, no network, not a GPT-2 checkpoint, ...
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:150]
+        fail(f"cannot load GPT-2 weights from {name_or_dir!r} ({reason}). Give a folder holding a "
+             "Hugging Face GPT-2 checkpoint (config.json + model.safetensors), or a model name "
+             "with internet access once")  # fmt: skip
     c = hf.config
     if c.model_type != "gpt2":
         fail(f"{name_or_dir!r} holds a {c.model_type!r} model, not GPT-2")
     if c.vocab_size < 50257:  # fine-tuning reads the text with GPT-2's tokenizer
-        fail(
-            f"{name_or_dir!r} has a {c.vocab_size}-token vocabulary, not GPT-2's 50,257 (a character model "
-            "exported with --export_hf?): --init_from needs GPT-2's tokenizer; to train a gpt.py model on, use --resume"
-        )
+        fail(f"{name_or_dir!r} has a {c.vocab_size}-token vocabulary, not GPT-2's 50,257 (a "
+             "character model exported with --export_hf?): --init_from needs GPT-2's tokenizer; "
+             "to train a gpt.py model on, use --resume")  # fmt: skip
     can_express = {  # the GPT-2 options gpt.py's model implements
-        "activation_function": c.activation_function in (*TANH_GELU, "gelu"),  # GELU, tanh-approximated or exact
+        "activation_function": c.activation_function in (*TANH_GELU, "gelu"),
         "n_inner": c.n_inner in (None, 4 * c.n_embd),  # MLP 4x wide
         "layer_norm_epsilon": c.layer_norm_epsilon == 1e-5,
         "scale_attn_weights": c.scale_attn_weights,  # divide scores by sqrt(head_size)
@@ -1218,8 +1607,8 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     if loading["missing_keys"]:
         fail(f"{name_or_dir!r} lacks weights GPT-2 needs: {', '.join(loading['missing_keys'][:3])}")
     gelu = "tanh" if c.activation_function in TANH_GELU else "exact"
-    config = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
-                       n_embd=c.n_embd, dropout=dropout, bias=True, gelu=gelu, attention=attention)  # fmt: skip
+    config = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer,
+                       n_head=c.n_head, n_embd=c.n_embd, dropout=dropout, gelu=gelu)  # fmt: skip
     model = GPT(config)
     hf_weights = hf.state_dict()
     with torch.no_grad():
@@ -1232,362 +1621,173 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0,
     return model
 
 
-def start_from_gpt2(
-    hp: Hyperparameters, device: str, dtype: torch.dtype, overrides: dict
-) -> tuple[GPT, Hyperparameters]:
-    """GPT-2's weights (--init_from), and the settings with GPT-2's shape and tokenizer in place of ours."""
-    attention = pick_attention(hp.attention, device, dtype, hp.block_size)
-    pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout, attention)
+def start_from_gpt2(hp: Settings, overrides: dict) -> tuple[Settings, GPT]:
+    """GPT-2's model (--init_from), and the settings with GPT-2's shape and tokenizer in place."""
+    pretrained = from_pretrained(hp.init_from, hp.block_size, hp.dropout)
     c = pretrained.config
     # the shape is GPT-2's, except that --block_size may crop its context (see from_pretrained)
     gpt2 = {**dataclasses.asdict(c), "tokenizer": "gpt2"}
-    refuse_another_shape(gpt2, overrides, f"start from {hp.init_from}", "drop that flag: the shape is GPT-2's")
-    print(f"starting from {hp.init_from}, context {c.block_size}")  # train() prints the rest of its shape
-    hp = dataclasses.replace(hp, **{name: gpt2[name] for name in MODEL_SHAPE})
-    return pretrained, hp
+    refuse_another_shape(
+        gpt2, overrides, f"start from {hp.init_from}", "drop that flag: the shape is GPT-2's"
+    )
+    print(f"starting from {hp.init_from}, context {c.block_size}")  # the model line says the rest
+    return dataclasses.replace(hp, **{name: gpt2[name] for name in MODEL_SHAPE}), pretrained
 
 
 def export_hf(checkpoint: dict, directory: str) -> None:
-    """Write a checkpoint as a directory that transformers' GPT2LMHeadModel.from_pretrained loads."""
+    """Write a checkpoint as a folder that transformers' GPT2LMHeadModel.from_pretrained loads."""
     config = GPTConfig(**checkpoint["config"])
     transformers = import_transformers()
+    gpt2_vocabulary = config.vocab_size == 50257
     hf_config = transformers.GPT2Config(
-        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd, n_layer=config.n_layer,
-        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        activation_function=TANH_GELU[0] if config.gelu == "tanh" else "gelu",
-        bos_token_id=50256 if config.vocab_size == 50257 else None,  # <|endoftext|>, in GPT-2's vocabulary
-        eos_token_id=50256 if config.vocab_size == 50257 else None,
+        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, activation_function=TANH_GELU[0] if config.gelu == "tanh" else "gelu",
+        bos_token_id=50256 if gpt2_vocabulary else None,  # <|endoftext|>
+        eos_token_id=50256 if gpt2_vocabulary else None,
     )  # fmt: skip
     hf = transformers.GPT2LMHeadModel(hf_config)
-    ours = {hf_name(name): (w.t() if name.endswith(CONV1D_WEIGHTS) else w) for name, w in checkpoint["model"].items()}
-    if not config.bias:  # GPT-2 has biases everywhere: a model trained without them is GPT-2 with all biases 0
-        ours |= {name: torch.zeros_like(p) for name, p in hf.named_parameters() if name.endswith(".bias")}
+    ours = {
+        hf_name(n): (w.t() if n.endswith(CONV1D_WEIGHTS) else w)
+        for n, w in checkpoint["model"].items()
+    }
+    if not config.bias:  # GPT-2 has biases everywhere: a model without is GPT-2 with biases 0
+        ours |= {
+            name: torch.zeros_like(p) for name, p in hf.named_parameters() if name.endswith(".bias")
+        }
     missing, unexpected = hf.load_state_dict(ours, strict=False)
-    if set(missing) - {"lm_head.weight"} or unexpected:  # transformers ties lm_head to wte itself
-        fail(f"cannot export: weights that do not map onto GPT-2 ({', '.join([*missing, *unexpected][:3])})")
-    hf.save_pretrained(directory)
-    print(f"exported to {directory}: load it with transformers.GPT2LMHeadModel.from_pretrained({directory!r})")
+    if set(missing) - {"lm_head.weight"} or unexpected:  # transformers ties lm_head itself
+        names = ", ".join([*missing, *unexpected][:3])
+        fail(f"cannot export: weights that do not map onto GPT-2 ({names})")
+    try:
+        hf.save_pretrained(directory)
+    except OSError as e:
+        fail(f"cannot write {directory!r} ({e.strerror}): pick another --export_hf folder")
+    print(f"exported to {directory}: load it with "
+          f"transformers.GPT2LMHeadModel.from_pretrained({directory!r})")  # fmt: skip
     if checkpoint["tokenizer"]["kind"] == "char":
-        print(
-            "(a character-level model: token i is the i-th character of the checkpoint's vocabulary, not a GPT-2 token)"
-        )
+        print("(a character-level model: token i is the i-th character of the checkpoint's "
+              "vocabulary, not a GPT-2 token)")  # fmt: skip
 
 
 # -----------------------------------------------------------------------------
-# The command line and the hardware.
+# Saved models: loading one, and printing samples of it.
 
 
-def parse_overrides(argv: list[str], settings: type = Hyperparameters) -> dict:
-    """Turn ['--n_layer=4', '--sample'] into {'n_layer': 4, 'sample': True}, checking every name and type."""
-    types = {f.name: f.type for f in dataclasses.fields(settings)}
-    if "-h" in argv or "--help" in argv:  # every setting, its default and what it does, as the file has them
-        print(f"usage: python {sys.argv[0]} [--setting=value ...], with any of these settings:\n")
-        print(inspect.getsource(settings))
-        raise SystemExit(0)
-    overrides = {}
-    for arg in argv:
-        name, has_value, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--"):
-            fail(f"{arg!r} is not a setting: write settings as --name=value, with no spaces around the =")
-        if name not in types:
-            close = difflib.get_close_matches(name, types, n=1)
-            hint = f"did you mean --{close[0]}?" if close else f"see {settings.__name__} at the top of the file"
-            fail(f"unknown setting {arg!r}: {hint}")
-        kind = types[name]
-        if kind is bool:
-            value = value.lower() if has_value else "true"  # a bare --sample means --sample=true
-            if value not in ("true", "false", "1", "0"):
-                fail(f"--{name} takes true or false, not {value!r}")
-            overrides[name] = value in ("true", "1")
-            continue
-        if not (value or name == "prompt"):  # an empty --export_hf= (say, from an unset $DIR) must not train
-            fail(f"--{name} needs a value: --{name}=...")
-        if name in ("input_file", "out_file", "prompt_file", "init_from", "export_hf"):
-            value = os.path.expanduser(value)  # the shell leaves the ~ of --out_file=~/m.pth as it is
-        try:
-            overrides[name] = kind(value)
-        except ValueError:
-            fail(f"--{name} takes {dict(int='a whole number', float='a number')[kind.__name__]}, not {value!r}")
-    return overrides
+def load_model(
+    path: str, device: str, attention: str = "auto", dtype: torch.dtype = torch.float32
+) -> tuple[GPT, Tokenizer, dict]:
+    """A model gpt.py saved: shape and tokenizer from the file, attention to suit dtype."""
+    checkpoint = load_checkpoint(path, device)
+    return *model_from(checkpoint, path, device, attention, dtype), checkpoint
 
 
-def check_at_least(settings: object, minimum: dict) -> None:
-    """Each setting named in minimum is at least its value there (bigram.py uses this too)."""
-    for name, low in minimum.items():
-        if getattr(settings, name) < low:
-            fail(f"--{name} must be at least {low}, not {getattr(settings, name)}")
-
-
-def check_settings(hp: Hyperparameters) -> None:
-    """Values no run can use, refused before anything is read or written."""
-    # block_size: at least 2, so the 3/4 of a full window that generating keeps (GPT.stream) holds a token
-    check_at_least(hp, dict(n_layer=1, n_head=1, n_embd=1, block_size=2, batch_size=1, grad_accum_steps=1,
-                            eval_interval=1, eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0,
-                            sample_interval=0, sample_tokens=0, max_new_tokens=0, top_k=0, temperature=0.0,
-                            grad_clip=0.0, weight_decay=0.0, min_lr=0.0))  # fmt: skip
-    for name in ("dropout", "beta1", "beta2", "ema_decay"):
-        if not 0 <= getattr(hp, name) < 1:
-            fail(f"--{name} must be from 0 up to (not including) 1, not {getattr(hp, name)}")
-    if hp.prompt_file and not os.path.isfile(hp.prompt_file):
-        fail(f"--prompt_file={hp.prompt_file}: there is no such file")
-    out_folder = os.path.dirname(hp.out_file) or "."
-    if not os.path.isdir(out_folder):
-        fail(f"--out_file={hp.out_file}: there is no folder {out_folder!r}; create it first")
-    if not os.path.basename(hp.out_file) or (os.path.exists(hp.out_file) and not os.path.isfile(hp.out_file)):
-        fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, not a folder or a device")
-    modes = [f"--{mode}" for mode in ("sample", "export_hf", "resume") if getattr(hp, mode)]
-    if len(modes) > 1:
-        fail(f"{' and '.join(modes)} do different things: run them one at a time")
-    training = not (hp.sample or hp.export_hf)
-    if training and not os.access(out_folder, os.W_OK):
-        fail(f"--out_file={hp.out_file}: cannot write in {out_folder!r}; pick a folder you can write to")
-    # what a run writes: out_file, its resume file, and train_log.csv and loss.png beside them
-    written = [
-        hp.out_file,
-        resume_path(hp.out_file),
-        *(os.path.join(out_folder, f) for f in ("train_log.csv", "loss.png")),
-    ]
-    if training and os.path.realpath(hp.input_file) in map(os.path.realpath, written):
-        fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {hp.input_file}: pick another name")
-    if hp.export_hf and os.path.exists(hp.export_hf) and not os.path.isdir(hp.export_hf):
-        fail(f"--export_hf={hp.export_hf} is a file; name a folder to write the model into")
-    if not 0 < hp.top_p <= 1:
-        fail(f"--top_p must be above 0 and at most 1, not {hp.top_p}")
-    if not hp.learning_rate > 0:
-        fail(f"--learning_rate must be above 0, not {hp.learning_rate}")
-    if hp.min_lr > hp.learning_rate:
-        fail(
-            f"--min_lr={hp.min_lr} is above --learning_rate={hp.learning_rate}: add --min_lr={hp.learning_rate / 10:g}"
-        )
-    for name, value in dataclasses.asdict(hp).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            fail(f"--{name} must be a finite number, not {value}")
-    if not 0 <= hp.seed < 2**63 - 1:  # (evaluation seeds its own generator with seed + 1)
-        fail(f"--seed must be from 0 to 2**63 - 2, not {hp.seed}")
-    if hp.n_embd % hp.n_head != 0:
-        heads = ", ".join(str(h) for h in range(1, 17) if hp.n_embd % h == 0)  # the head counts that fit
-        fail(f"n_embd ({hp.n_embd}) must be divisible by n_head ({hp.n_head}): use one of --n_head={heads}")
-    choices = dict(attention=("auto", "by_hand", "sdpa"), batching=("random", "sliding"), gelu=("exact", "tanh"))
-    for name, allowed in choices.items():
-        if getattr(hp, name) not in allowed:
-            fail(f"--{name} must be one of {', '.join(allowed)}, not {getattr(hp, name)!r}")
-    if not 0 <= hp.stride <= hp.block_size:  # a longer stride would skip text between windows
-        fail(f"--stride must be from 1 to block_size ({hp.block_size}), or 0 for block_size; not {hp.stride}")
-    if hp.stride and hp.batching != "sliding":
-        fail(f"--stride={hp.stride} places sliding windows: add --batching=sliding, or drop --stride")
-
-
-def pick_device(requested: str) -> str:
-    if requested != "auto":
-        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-        kind, _, index = requested.partition(":")  # 'cuda:1' -> 'cuda', '1'
-        if not available.get(kind):
-            fail(f"--device={requested} is not available here: use --device=auto or --device=cpu")
-        if kind == "cuda" and index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
-            fail(f"--device={requested}: this machine's GPUs are cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return "cpu" if kind == "cpu" else requested  # 'cpu:0' is the one CPU, which the code calls 'cpu'
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def good_dtypes(device: str) -> dict[str, str]:
-    """The precisions this device does well, best first: the best with the reason, the rest with ''
-    (listed so that --dtype can ask for them). Devices of one kind list them in the same order."""
-    if device.startswith("cuda"):
-        if torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slow: those GPUs get fp16
-            return {"bfloat16": "this GPU supports bf16", "float16": "", "float32": ""}
-        return {"float16": "this GPU has no bf16, so fp16 with a gradient scaler", "float32": ""}
-    if device == "cpu":
-        # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, 4-7x faster than fp32;
-        # elsewhere bf16 is emulated and slower, so fp32 stays. fp16 is for GPUs. (Asking the CPU, not
-        # timing it, keeps the choice, and so the run, the same however busy the machine is.)
-        native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
-        if any(getattr(torch.cpu, check, lambda: False)() for check in native):
-            return {"bfloat16": "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)", "float32": ""}
-        return {"float32": "this CPU has no native bf16 matmul"}
-    return {"float32": f"the safe choice on {device}", "bfloat16": "", "float16": ""}
-
-
-def pick_dtype(device: str, requested: str, world_size: int = 1) -> tuple[torch.dtype, str]:
-    """The precision matmuls run in under autocast, and the reason it was chosen.
-
-    Under torchrun every process calls this at the same point, to swap lists with the others (NCCL
-    does it on the current GPU, which main() sets first)."""
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    good = own = good_dtypes(device)
-    own_best = next(iter(own))
-    if world_size > 1:  # keep only what every process does well: machines may differ (one GPU lacks bf16)
-        everyone = [None] * world_size
-        torch.distributed.all_gather_object(everyone, list(good))
-        good = {name: why for name, why in good.items() if all(name in theirs for theirs in everyone)}
-    if requested == "auto":
-        best = next(iter(good))
-        return names[best], good[best] or f"the best every process does well (this one alone would use {own_best})"
-    if requested not in names:
-        fail(f"--dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
-    if requested not in good:
-        kind = device.split(":")[0]
-        which = f"this {kind} cannot" if requested not in own else f"not every process's {kind} can"
-        fail(f"{which} do {requested} well: use --dtype={', '.join(good)} or auto")
-    return names[requested], "asked for with --dtype"
-
-
-def pick_attention(requested: str, device: str, dtype: torch.dtype, block_size: int) -> str:
-    """'auto': the explicit math on a CPU running bf16 with a context of at most 256; else PyTorch's fused kernel.
-
-    On the README's 2-core CPU, by hand against fused: under bf16 the explicit version was faster for
-    short contexts (a baby GPT step at context 256: 375 against 427 ms); in fp32 it was slower (1,007
-    against 943 ms). The fused kernel never stores the (T, T) attention weights, so for long contexts
-    it needs far less memory and is as fast or faster (GPT-2 124M at 4 x 1024: 6.4 against 5.1 GB,
-    10.6 against 6.1 s a step). On GPUs it is flash attention.
-    """
-    if requested != "auto":
-        return requested
-    return "by_hand" if device == "cpu" and dtype == torch.bfloat16 and block_size <= 256 else "sdpa"
-
-
-def keep_freed_memory() -> None:
-    """Ask the C library to keep the memory PyTorch frees for reuse, instead of handing it back.
-
-    Every training step frees and allocates the same activation-sized blocks (megabytes each) again.
-    By default Linux's C library returns such blocks to the operating system, which gives them back
-    as fresh pages, each zeroed on its first touch: 8-13% of a step on the README's 2-core CPU.
-    Linux (glibc) only; elsewhere the allocator decides for itself and this does nothing.
-    """
+def model_from(
+    checkpoint: dict, path: str, device: str, attention: str, dtype: torch.dtype
+) -> tuple[GPT, Tokenizer]:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed memory
-        libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks up to 32 MB (the most it allows) come from that memory
-    except (OSError, AttributeError):  # no glibc, or no mallopt in it
-        pass
+        config = GPTConfig(**checkpoint["config"])
+        config.attention = pick_attention(attention, device, dtype, config.block_size)
+        model = GPT(config).to(device)
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, KeyError, RuntimeError) as e:
+        fail(f"{path!r} holds weights that do not fit the model its config describes "
+             f"({type(e).__name__})")  # fmt: skip
+    return model, tokenizer_from(checkpoint)
 
 
-def compile_problem(device: str) -> str:
-    """Why torch.compile cannot work here, or '' when it can."""
-    if not torch._dynamo.is_dynamo_supported():
-        return f"torch.compile does not support Python {sys.version_info.major}.{sys.version_info.minor} yet"
-    if device == "cpu" and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", ""), "g++", "clang++", "cl")):
-        return "torch.compile turns the model into C++ on a CPU and needs a compiler (install g++ or clang)"
-    if device.startswith("cuda") and not torch.utils._triton.has_triton():
-        return "torch.compile needs triton on a GPU (pip install triton)"
-    if device == "mps":
-        return "torch.compile does not support Apple GPUs (mps) well yet"
-    return ""
-
-
-MODEL_SHAPE = ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu")  # fixed once trained
-
-
-def refuse_another_shape(saved: dict, overrides: dict, doing: str, advice: str) -> None:
-    """A trained model's shape is fixed: a flag asking for another one would be ignored, or break it."""
-    for name in MODEL_SHAPE:
-        if name in overrides and overrides[name] != saved[name]:
-            fail(f"cannot {doing} with --{name}={overrides[name]}: the saved model has {name}={saved[name]}; {advice}")
-
-
-def resumed_settings(saved: dict, overrides: dict) -> dict:
-    """A resumed run keeps its saved settings; the command line may change anything but the model's shape."""
-    # runs saved before these settings existed used GPT-2's tanh GELU, SDPA, and no average of the weights
-    saved = {"gelu": "tanh", "attention": "sdpa", "ema_decay": 0.0, **saved}
-    refuse_another_shape(saved, overrides, "resume", "drop that flag, or start a new run without --resume")
-    known = {f.name for f in dataclasses.fields(Hyperparameters)}
-    return {**{k: v for k, v in saved.items() if k in known}, **overrides}
-
-
-def setup_distributed(device: str) -> tuple[int, int, str]:
-    """Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE): join the other processes, give each
-    its own GPU, cuda:LOCAL_RANK (main() makes it current), and send the stdout of every process but
-    rank 0 to nowhere, so a plain print() speaks once; errors still reach stderr from every process.
-    Without torchrun: one ordinary process."""
-    if "RANK" not in os.environ:
-        return 0, 1, device
-    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    if device == "mps":
-        fail("torchrun cannot connect processes on Apple GPUs (mps): add --device=cpu, or run `python gpt.py`")
-    backend = "nccl" if device.startswith("cuda") else "gloo"  # NCCL between GPUs, gloo between CPUs
-    dist = torch.distributed
-    if not (dist.is_available() and getattr(dist, f"is_{backend}_available")()):
-        fail(f"this PyTorch cannot connect processes with {backend}: run `python gpt.py` without torchrun, "
-             f"or install a PyTorch build with {backend}")  # fmt: skip
-    try:
-        dist.init_process_group(backend)
-    except Exception as e:
-        fail(f"torchrun could not connect {world_size} processes with the {backend} backend ({type(e).__name__}: {e})")
-    atexit.register(dist.destroy_process_group)  # leave the group however the run ends: done, Ctrl-C or an error
-    if device.startswith("cuda"):
-        device = f"cuda:{local_rank}"
-    if rank != 0:
-        sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
-    return rank, world_size, device
-
-
-# -----------------------------------------------------------------------------
-# main(): what runs when you type `python gpt.py`.
-
-
-def main(argv: list[str]) -> None:
-    overrides = parse_overrides(argv)
-    rank, world_size, device = setup_distributed(pick_device(overrides.get("device", "auto")))
-    if device.startswith("cuda:"):  # make it the current GPU: the one the dtype probe asks, and CUDA's default
-        torch.cuda.set_device(device)
-    settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
-    state = None
-    if overrides.get("resume"):
-        path = resume_path(Hyperparameters(**settings).out_file)
-        if not os.path.exists(path):
-            fail(f"nothing to resume: no {path!r} here (a run saves it at every evaluation and on Ctrl-C)")
-        state = load_checkpoint(path, "cpu")  # random generator states must be CPU tensors; weights move later
-        if "optimizer" not in state:
-            fail(f"{path!r} holds a model but no training state to resume: use it with --sample, or train anew")
-        if "sampler" not in state:  # gpt.py before 2026-11-22 kept only its batches' random generator
-            fail(f"{path!r} was saved by an older gpt.py, which kept too little to resume exactly: train anew")
-        settings = resumed_settings(state["hyperparameters"], overrides)
-    hp = Hyperparameters(**{**settings, "device": device})
-    check_settings(hp)
-    if hp.grad_accum_steps % world_size:  # every process needs the same whole number of micro-batches
-        rounded = -(-hp.grad_accum_steps // world_size) * world_size
-        print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} to {rounded}")
-        hp = dataclasses.replace(hp, grad_accum_steps=rounded)
-    if state and state["step"] > hp.max_iters:
-        fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: raise --max_iters to go on")
-    if "prompt" in overrides and "prompt_file" in overrides:
-        fail("--prompt and --prompt_file both give the prompt: keep one of them")
-    if hp.prompt_file and "prompt" not in overrides:  # from here on, the prompt is just text
-        hp = dataclasses.replace(hp, prompt=read_text(hp.prompt_file))
-    dtype, why = pick_dtype(device, hp.dtype, world_size)
-    print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
-    problem = compile_problem(device) if hp.compile and not (hp.sample or hp.export_hf) else ""
-    if problem and "compile" in overrides:
-        fail(f"--compile=True cannot work here: {problem}; use --compile=False")
-    if problem:
-        print(f"not compiling: {problem}")
-        hp = dataclasses.replace(hp, compile=False)
-    # autocast runs matmuls in the low-precision dtype and keeps the weights (and so the optimizer's
-    # state) in fp32: speed from bf16, accuracy of the updates from fp32
-    autocast = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else nullcontext()
-    if device == "cpu":
-        keep_freed_memory()
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32): ~8x faster
-        torch.backends.cudnn.allow_tf32 = True
-    if hp.export_hf:
-        return export_hf(load_checkpoint(hp.out_file, "cpu"), hp.export_hf)
-    if hp.sample:
-        model, tokenizer = load_for_sampling(hp, device, dtype)
-        saved = {**dataclasses.asdict(model.config), "tokenizer": tokenizer.to_dict()["kind"]}
-        refuse_another_shape(saved, overrides, "sample", "drop that flag: --sample reads the shape from the model")
+def saved_model(hp: Settings, overrides: dict) -> dict | GPT:
+    """What --sample or --export_hf uses: out_file's checkpoint, or for --sample --init_from,
+    GPT-2 as it is. Shape flags are refused: the shape is the saved model's."""
+    if hp.sample and hp.init_from:
+        print(f"sampling {hp.init_from} as it is (to sample a model fine-tuned from it, drop "
+              "--init_from)")  # fmt: skip
+        model = from_pretrained(hp.init_from)
+        saved, start = {**dataclasses.asdict(model.config), "tokenizer": "gpt2"}, model
     else:
-        pretrained = None
-        if hp.init_from and not state:  # fine-tune GPT-2: its weights, and its shape and tokenizer in hp
-            pretrained, hp = start_from_gpt2(hp, device, dtype, overrides)
-        model, tokenizer = train(hp, device, dtype, autocast, state, pretrained, rank, world_size)
-        if world_size > 1:  # leave together: a process exiting just after a collective can crash in gloo's cleanup
-            torch.distributed.barrier()
-    if rank == 0:
-        print_samples(model, tokenizer, hp, autocast)
+        start = load_checkpoint(hp.out_file, "cpu")
+        saved = {**start["config"], "tokenizer": start["tokenizer"]["kind"]}
+    if hp.sample:
+        refuse_another_shape(
+            saved, overrides, "sample", "drop that flag: --sample reads the shape from the model"
+        )
+    return start
+
+
+def use_saved_model(hp: Settings, hw: Hardware, load: Callable[[], dict | GPT]) -> None:
+    """--export_hf: write the saved model for transformers. --sample: print samples of it."""
+    saved = load()
+    if hp.export_hf:
+        return export_hf(saved, hp.export_hf)
+    if isinstance(saved, GPT):  # GPT-2 itself
+        model, tokenizer = saved.to(hw.device), make_tokenizer("gpt2")
+        use_attention(
+            model, pick_attention(hp.attention, hw.device, hw.dtype, model.config.block_size)
+        )
+    else:
+        model, tokenizer = model_from(saved, hp.out_file, hw.device, hp.attention, hw.dtype)
+        print(f"loaded {hp.out_file}: step {saved['step']}, val loss {saved['best_val_loss']:.4f}")
+    check_readable(tokenizer, hp.prompt)
+    print_samples(model, tokenizer, hp, hw)
+
+
+def generate_text(
+    model: GPT, tokenizer: Tokenizer, prompt: str, num_samples: int, max_new_tokens: int,
+    seed: int, use_cache: bool = True, **sampling,
+) -> Iterator[list[str]]:  # fmt: skip
+    """Yield each sample's new text, piece by piece: first the prompt, then a piece per token.
+
+    A GPT-2 token can end halfway through a multi-byte character, so the bytes go through an
+    incremental UTF-8 decoder, which holds back an unfinished character until its last byte.
+    A sample ends at its tokenizer's stop token (GPT-2's <|endoftext|>) or after max_new_tokens.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    prompt_ids = tokenizer.encode(prompt) if prompt else [tokenizer.start_token]
+    idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)  # same seed, same text
+    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in idx]
+    done = [False] * num_samples
+    yield [prompt] * num_samples
+    for next_tokens in model.stream(
+        idx, max_new_tokens, use_cache, generator=generator, **sampling
+    ):
+        pieces = []
+        for i, token in enumerate(next_tokens[:, 0].tolist()):
+            done[i] = done[i] or token == tokenizer.stop_token
+            pieces.append("" if done[i] else decoders[i].decode(token_bytes(tokenizer, token)))
+        yield pieces
+        if all(done):
+            break
+    yield [decoder.decode(b"", final=True) for decoder in decoders]  # bytes still held back
+
+
+def token_bytes(tokenizer: Tokenizer, token: int) -> bytes:
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return tokenizer.enc.decode_single_token_bytes(token)  # may be part of a character
+    return tokenizer.chars[token].encode("utf-8")
+
+
+def sampling_options(hp: Hyperparameters) -> dict:
+    return dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
+
+
+def print_samples(model: GPT, tokenizer: Tokenizer, hp: Hyperparameters, hw: Hardware) -> None:
+    """One sample streams to the terminal as it is written; several are drawn as a batch."""
+    texts, streaming = [""] * hp.num_samples, hp.num_samples == 1
+    if streaming:
+        print("\n--- sample 1 of 1 ---")
+    with hw.autocast:
+        for pieces in generate_text(model, tokenizer, hp.prompt, hp.num_samples, hp.max_new_tokens,
+                                    hp.seed, hp.kv_cache, **sampling_options(hp)):  # fmt: skip
+            texts = [text + piece for text, piece in zip(texts, pieces)]
+            if streaming:
+                print(pieces[0], end="", flush=True)
+    if streaming:
+        print()
+    else:
+        for i, text in enumerate(texts):
+            print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
 
 
 if __name__ == "__main__":
@@ -1597,8 +1797,11 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)  # Ctrl-C outside training (loading, sampling): stop quietly
-    except (MemoryError, torch.cuda.OutOfMemoryError):  # in the computer's RAM, or in a GPU's own memory
-        sys.exit("error: out of memory: use a smaller --batch_size, --block_size or model (or fewer --num_samples)")
-    except BrokenPipeError:  # whatever read the output has stopped, as `python gpt.py --sample | head` does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit fails no more
+    except (MemoryError, torch.cuda.OutOfMemoryError):  # the computer's RAM, or a GPU's
+        sys.exit("error: out of memory: use a smaller --batch_size, --block_size or model "
+                 "(or fewer --num_samples)")  # fmt: skip
+    except BrokenPipeError:  # the reader stopped, as `python gpt.py --sample | head` does
+        os.dup2(
+            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+        )  # so exit's flush fails no more
         sys.exit(1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gpt import GPT, GPTConfig, Hyperparameters, pick_attention, pick_dtype  # noqa: E402
+from gpt import GPT, GPTConfig, Settings, pick_attention, pick_dtype  # noqa: E402
 
 
 def tokens_per_second(model: GPT, new_tokens: int, use_cache: bool, autocast) -> float:
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    defaults = Hyperparameters()  # the attention and GELU a model trained with gpt.py's CPU defaults uses
+    defaults = Settings()  # the attention and GELU a model trained with gpt.py's CPU defaults uses
     auto_dtype, why = pick_dtype("cpu", "auto")
     attention = pick_attention(defaults.attention, "cpu", auto_dtype, 256)
     config = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, attention=attention,

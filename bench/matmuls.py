@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import torch
+
 from train import matmul_gflops  # bench/train.py's peak: best of 10 timed 2048 x 2048 matmuls
 
 

@@ -59,9 +59,7 @@ def measure(job: dict) -> dict:
     config = gpt.GPTConfig(**job["config"], attention=attention, gelu=job["gelu"])
     model = gpt.GPT(config)
     hp = gpt.Hyperparameters()
-    optimizer = gpt.make_optimizer(model, hp, "cpu")
-    for group in optimizer.param_groups:
-        group["fused"] = job["fused"]
+    optimizer = gpt.make_optimizer(model, hp, fused=job["fused"])
     train_model = torch.compile(model) if job["compile"] else model  # as gpt.py: compile the training path
     averaged = copy.deepcopy(model).requires_grad_(False)  # as gpt.py: the moving average of the weights
     dtype = getattr(torch, job["dtype"])

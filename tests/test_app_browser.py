@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from test_app import require, serve_app, tiny_checkpoint
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (apt-get install chromium); Playwright's own download is not used

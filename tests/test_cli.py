@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
-from gpt import Hyperparameters
+from gpt import Settings
 
 TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
 
@@ -74,7 +74,7 @@ def test_help_lists_every_setting_with_its_default_and_what_it_does(tmp_path):
     result = run_script("gpt.py", ["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "    n_layer: int = " in result.stdout and "# transformer blocks" in result.stdout  # with its comment
-    assert all(f"    {setting.name}: " in result.stdout for setting in dataclasses.fields(Hyperparameters))
+    assert all(f"    {setting.name}: " in result.stdout for setting in dataclasses.fields(Settings))
 
 
 def test_sampling_into_a_reader_that_stops_early_ends_quietly(trained):
@@ -175,7 +175,7 @@ def test_training_with_gpt2_tokenizer(shakespeare):
         (["--learning_rate=fast"], "--learning_rate takes a number"),
         (["--compile=maybe"], "--compile takes true or false"),
         (["n_layer=4"], "'n_layer=4' is not a setting: write settings as --name=value"),
-        (["--tokenizer=bpe"], "--tokenizer must be 'char' or 'gpt2'"),
+        (["--tokenizer=bpe"], "--tokenizer must be one of char, gpt2, not 'bpe'"),
         (["--gelu=relu"], "--gelu must be one of exact, tanh, not 'relu'"),
         # the head counts offered are the divisors of 30 up to 16
         (["--n_embd=30", "--n_head=4"], "by n_head (4): use one of --n_head=1, 2, 3, 5, 6, 10, 15"),

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import REPO, gpt2_tokenizer_or_skip
-from gpt import UserError, make_tokenizer
+from gpt import UserError, check_readable, make_tokenizer
 
 
 def test_char_tokenizer_round_trips_the_whole_training_text():
@@ -19,7 +19,8 @@ def test_char_tokenizer_round_trips_the_whole_training_text():
 def test_char_tokenizer_refuses_characters_it_has_never_seen():
     tokenizer = make_tokenizer("char", "abc\n")
     with pytest.raises(UserError, match="'xz'"):
-        tokenizer.encode("abxcz")
+        check_readable(tokenizer, "abxcz")  # what gpt.py and app.py ask before encoding a prompt
+    check_readable(tokenizer, "abc")
 
 
 def test_gpt2_tokenizer_gives_openai_ids():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, copy_of, run_script, train_log
-from gpt import GPT, BatchSampler, GPTConfig, Hyperparameters, get_batch
+from gpt import GPT, BatchSampler, GPTConfig, Settings, get_batch
 
 
 def test_samples_while_training_leave_the_loss_curve_exactly_as_it_was(shakespeare):
@@ -50,7 +50,7 @@ def test_epoch_in_the_log_is_tokens_seen_over_training_tokens(shakespeare):
 @pytest.mark.parametrize("batching, stride", [("random", 0), ("sliding", 0), ("sliding", 5)])
 def test_targets_are_the_inputs_shifted_by_exactly_one_token(batching, stride):
     data = np.arange(1000, dtype=np.uint16)  # token i is the number i, so offsets are easy to see
-    hp = Hyperparameters(batch_size=4, block_size=16, batching=batching, stride=stride)
+    hp = Settings(batch_size=4, block_size=16, batching=batching, stride=stride)
     sampler = BatchSampler(len(data), hp)
     for _ in range(20):
         x, y = get_batch(data, sampler.next_starts(), hp.block_size, "cpu")
@@ -61,7 +61,7 @@ def test_targets_are_the_inputs_shifted_by_exactly_one_token(batching, stride):
 @pytest.mark.parametrize("stride", [0, 1, 7, 16])
 def test_one_epoch_of_sliding_windows_covers_every_training_token(stride):
     data = np.arange(1003, dtype=np.uint16)
-    hp = Hyperparameters(batch_size=4, block_size=16, batching="sliding", stride=stride)
+    hp = Settings(batch_size=4, block_size=16, batching="sliding", stride=stride)
     sampler = BatchSampler(len(data), hp)
     seen = set()
     for _ in range(-(-len(sampler.windows) // hp.batch_size)):  # the batches of one epoch, rounded up
@@ -71,7 +71,7 @@ def test_one_epoch_of_sliding_windows_covers_every_training_token(stride):
 
 
 def test_sliding_windows_visit_every_window_once_per_epoch_in_a_new_order():
-    hp = Hyperparameters(batch_size=5, block_size=16, batching="sliding")
+    hp = Settings(batch_size=5, block_size=16, batching="sliding")
     sampler = BatchSampler(16 * 20 + 1, hp)  # exactly 20 windows, no overlap
     epoch_1 = torch.cat([sampler.next_starts() for _ in range(4)])
     epoch_2 = torch.cat([sampler.next_starts() for _ in range(4)])
