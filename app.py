@@ -75,7 +75,8 @@ def padded(texts: list[str]) -> list[str]:
 
 
 def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Iterator[list]]:
-    # the arguments arrive as the browser or a script sent them (preprocess=False below): anything at all
+    # the arguments arrive as the browser or a script sent them (preprocess=False below):
+    # anything at all
     def generate(
         prompt: object,
         max_new_tokens: object,
@@ -84,7 +85,7 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
         top_k: object,
         seed: object,
     ) -> Iterator[list]:
-        """Stream the outputs into the page: a status line, then one text per box, the prompt first."""
+        """Stream the outputs into the page: a status line, then a text per box, prompt first."""
         prompt = prompt if isinstance(prompt, str) else ""
         if len(prompt) > MAX_PROMPT_CHARS:
             yield [
@@ -97,7 +98,8 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
         temperature = clamp(temperature, 0.0, MAX_TEMPERATURE)
         top_k = int(clamp(top_k, 0, tokenizer.vocab_size))
         seed = int(clamp(seed, 0, MAX_SEED))
-        settings = f"{n} × up to {tokens:,} tokens, temperature {temperature:g}, top-k {top_k or 'off'}, seed {seed}"
+        settings = (f"{n} × up to {tokens:,} tokens, temperature {temperature:g}, "
+                    f"top-k {top_k or 'off'}, seed {seed}")  # fmt: skip
         texts, last_update = [""] * n, 0.0
         try:
             gpt.check_readable(tokenizer, prompt)
@@ -125,7 +127,8 @@ def build_page(model: gpt.GPT, tokenizer: gpt.Tokenizer, facts: str) -> "gr.Bloc
                     lines=8,
                     max_length=MAX_PROMPT_CHARS,
                     placeholder="Empty: the model starts from scratch",
-                    info=f"Up to {MAX_PROMPT_CHARS:,} characters. A char model reads only the characters it saw.",
+                    info=f"Up to {MAX_PROMPT_CHARS:,} characters. A char model reads only "
+                    "the characters it saw.",
                 )
                 button = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
@@ -144,14 +147,13 @@ def build_page(model: gpt.GPT, tokenizer: gpt.Tokenizer, facts: str) -> "gr.Bloc
             for i in range(MAX_OUTPUTS)
         ]
 
-        def show_boxes(
-            n: float,
-        ) -> list:  # one box per output; generate() itself returns plain strings
+        def show_boxes(n: float) -> list:  # a box per output; generate() returns plain strings
             return [gr.Textbox(visible=i < n) for i in range(MAX_OUTPUTS)]
 
         outputs.change(show_boxes, outputs, boxes, queue=False, api_visibility="private")
-        # preprocess=False: the values reach generate() as sent and it clamps them itself. (Gradio would
-        # reject an out-of-range slider value instead.) One generation at a time; the rest wait in the queue.
+        # preprocess=False: the values reach generate() as sent and it clamps them itself. (Gradio
+        # would reject an out-of-range slider value instead.) One generation at a time; the rest
+        # wait in the queue.
         button.click(
             make_generate(model, tokenizer),
             [prompt, length, outputs, temperature, top_k, seed],
@@ -168,9 +170,8 @@ def main(argv: list[str]) -> None:
     if gr is None:
         sys.exit("app.py needs gradio: pip install -r requirements-app.txt")
     try:
-        model, tokenizer, checkpoint = gpt.load_model(
-            args.checkpoint, "cpu"
-        )  # small models generate fine in fp32
+        # small models generate fine in fp32 on a CPU
+        model, tokenizer, checkpoint = gpt.load_model(args.checkpoint, "cpu")
     except gpt.UserError as e:
         sys.exit(f"error: {e}")
     page = build_page(model, tokenizer, describe(checkpoint, model, tokenizer))
@@ -184,14 +185,10 @@ def main(argv: list[str]) -> None:
             prevent_thread_lock=True,
         )
     except OSError as e:  # the port is taken, or the host is not this machine's
-        sys.exit(
-            f"error: cannot serve on {args.host}:{args.port}: {first_sentence(e)}; try another --port or --host"
-        )
-    print(
-        f"serving {args.checkpoint} at {local_url}"
-        + (f" and {share_url}" if share_url else "")
-        + " (Ctrl+C stops)"
-    )
+        sys.exit(f"error: cannot serve on {args.host}:{args.port}: {first_sentence(e)}; "
+                 "try another --port or --host")  # fmt: skip
+    also = f" and {share_url}" if share_url else ""
+    print(f"serving {args.checkpoint} at {local_url}{also} (Ctrl+C stops)")
     page.block_thread()
 
 
