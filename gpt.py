@@ -1,5 +1,4 @@
-"""
-gpt.py: train a GPT on a text file, from scratch, in one file you can read top to bottom.
+"""gpt.py: train a GPT on a text file, from scratch, in one file you can read top to bottom.
 
     python gpt.py                    # train on input.txt, save trained_model.pth, print samples
     python gpt.py --sample           # load trained_model.pth and print samples
@@ -97,8 +96,7 @@ class GPT2Tokenizer:
     def __init__(self) -> None:
         self.enc = tiktoken.get_encoding("gpt2")
         self.vocab_size = self.enc.n_vocab
-        # <|endoftext|> separates GPT-2's documents: samples start after one and end at the next
-        self.start_token = self.stop_token = self.enc.eot_token
+        self.start_token = self.stop_token = self.enc.eot_token  # <|endoftext|>: between documents
 
     def encode(self, text: str) -> list[int]:
         return self.enc.encode_ordinary(text)  # ordinary: '<|endoftext|>' in a text is just text
@@ -145,9 +143,7 @@ def get_batch(data: np.ndarray, starts: torch.Tensor, block_size: int, device: s
 
 
 @dataclass
-class GPTConfig:
-    """The model's shape. The optional fields default to GPT-2's choices."""
-
+class GPTConfig:  # the model's shape; the optional fields default to GPT-2's choices
     vocab_size: int
     block_size: int
     n_layer: int
@@ -164,11 +160,9 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     """Causal attention spelled out: what F.scaled_dot_product_attention (SDPA) fuses in one call.
 
     Every token emits a query (what it looks for), a key (what it offers) and a value (what it
-    passes on). q is (B, n_head, T, head_size) for the newest T tokens; k and v are
-    (B, n_head, T_all, head_size) for all tokens so far (T_all > T only with a KV cache). Each
-    position mixes the values of itself and earlier positions, weighted by how well its query
-    matches their keys.
-    """
+    passes on), and mixes the values of itself and earlier tokens, weighted by how well its query
+    matches their keys. q: (B, n_head, T, head_size), the newest T tokens; k, v: (B, n_head, T_all,
+    head_size), all tokens so far (T_all > T only with a KV cache)."""
     T, T_all, head_size = q.size(-2), k.size(-2), q.size(-1)
     # dividing by sqrt(head_size) keeps the scores' spread near 1, so softmax does not saturate
     scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
@@ -240,8 +234,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         # the residual adds give gradients a straight path from the loss to every layer
         x = x + self.attn(self.ln_1(x), cache)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -372,8 +365,7 @@ def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> No
 
 @torch.no_grad()
 def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, hw: "Hardware") -> dict:
-    """Mean loss over eval_iters batches of each split, in eval mode (no dropout). Every
-    evaluation scores the same batches, so the curve shows the model changing, not the batches."""
+    """Mean loss over eval_iters batches of each split, the same ones each time, without dropout."""
     model.eval()
     losses = {}
     for name, data in splits.items():
@@ -460,6 +452,13 @@ def sample_next_token(
     """Pick one token per row of logits (B, vocab_size): returns (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # greedy: always the likeliest
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # renormalises itself
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+                     ) -> torch.Tensor:  # fmt: skip
+    """What the next token is drawn from, (B, vocab_size); cut tokens get 0 (rows may sum < 1)."""
     logits = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
     if top_k > 0:  # keep the k likeliest tokens
         kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
@@ -470,7 +469,7 @@ def sample_next_token(
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # of the likelier tokens
         sorted_probs[mass_before >= top_p] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # renormalises itself
+    return probs
 
 
 # -----------------------------------------------------------------------------
@@ -779,7 +778,7 @@ class Hardware:
     def for_training(self, model: GPT) -> nn.Module:
         """What the training step calls: model, its loss computed in chunks for big vocabularies,
         compiled if asked, and wrapped for torchrun. Evaluating, sampling, saving use model."""
-        train_model = ChunkedLoss(model) if model.config.vocab_size > 4096 else model
+        train_model = with_chunked_loss(model)
         if self.compile:
             print("compiling the training step: the first step waits for it "
                   "(--compile=False skips this)")  # fmt: skip
@@ -1502,6 +1501,11 @@ def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
 # The loss in chunks: GPT.forward's cross-entropy, without holding every logit at once.
 
 
+def with_chunked_loss(model: GPT) -> nn.Module:
+    """The model to train: with a big vocabulary (GPT-2's), its loss in chunks; else itself."""
+    return ChunkedLoss(model) if model.config.vocab_size > 4096 else model
+
+
 class ChunkedLoss(nn.Module):
     """model(idx, targets)'s loss, computed a chunk of tokens at a time (a test checks the loss
     and its gradients against GPT.forward's).
@@ -1766,6 +1770,30 @@ def token_bytes(tokenizer: Tokenizer, token: int) -> bytes:
     if isinstance(tokenizer, GPT2Tokenizer):
         return tokenizer.enc.decode_single_token_bytes(token)  # may be part of a character
     return tokenizer.chars[token].encode("utf-8")
+
+
+@torch.no_grad()
+def attention_maps(model: GPT, idx: torch.Tensor) -> list[torch.Tensor]:
+    """Every block's attention weights for the tokens idx (1, T): a (n_head, T, T) tensor a block.
+    attention_by_hand computes them: with the identity matrix as the values, it returns weights."""
+    inputs = []  # what each block's attention reads (after its LayerNorm), caught on the way in
+    hooks = [
+        b.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+        for b in model.blocks
+    ]
+    try:
+        model.eval()(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps, T = [], idx.size(1)
+    for block, x in zip(model.blocks, inputs):
+        n_head, C = block.attn.n_head, x.size(-1)
+        q, k, _ = block.attn.c_attn(x).split(C, dim=2)  # as CausalSelfAttention.forward
+        q, k = (t.view(1, T, n_head, C // n_head).transpose(1, 2) for t in (q, k))
+        identity = torch.eye(T, device=idx.device, dtype=q.dtype).expand(1, n_head, T, T)
+        maps.append(attention_by_hand(q, k, identity)[0])  # (n_head, T, T)
+    return maps
 
 
 def sampling_options(hp: Hyperparameters) -> dict:

@@ -60,7 +60,8 @@ def measure(job: dict) -> dict:
     model = gpt.GPT(config)
     hp = gpt.Hyperparameters()
     optimizer = gpt.make_optimizer(model, hp, fused=job["fused"])
-    train_model = torch.compile(model) if job["compile"] else model  # as gpt.py: compile the training path
+    train_model = gpt.with_chunked_loss(model)  # as gpt.py: GPT-2's vocabulary takes its loss in chunks
+    train_model = torch.compile(train_model) if job["compile"] else train_model  # as gpt.py: the training path
     averaged = copy.deepcopy(model).requires_grad_(False)  # as gpt.py: the moving average of the weights
     dtype = getattr(torch, job["dtype"])
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
