@@ -5,24 +5,43 @@ server, whatever a browser or a script sends; the widgets only make the limits e
 """
 
 import argparse
+import codecs
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 import gpt
 
 try:
     import gradio as gr
+    import pandas as pd  # a dependency of gradio's: its plots take DataFrames
 except ImportError:
-    gr = None  # main() says how to install it
+    gr = pd = None  # main() says how to install it
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw into images for the page; no window
+    from matplotlib.figure import Figure
+except ImportError:
+    Figure = None  # the attention heatmap says how to install it
 
 MAX_PROMPT_CHARS = 2000  # longer prompts are refused with a message
 MAX_NEW_TOKENS = 1000  # tokens generated per output
 MAX_OUTPUTS = 8  # outputs per click, drawn together as one batch
 MAX_TEMPERATURE = 2.0  # above 2 the text is noise
+MIN_TOP_P = 0.01  # top-p 0 would cut every token; 0.01 keeps at least the likeliest
 MAX_SEED = 2**31 - 1
 UPDATE_SECONDS = 0.1  # how often the text so far is sent to the page: often enough to look live
+TOP_TOKENS = 10  # next tokens shown on the "Look inside" tab
+# One model serves every visitor, one computation at a time: gpt.attention_maps hooks the model's
+# blocks while it runs, and a forward pass in another thread would feed the hooks its tokens.
+MODEL_LOCK = threading.Lock()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -74,6 +93,17 @@ def padded(texts: list[str]) -> list[str]:
     return texts + [""] * (MAX_OUTPUTS - len(texts))
 
 
+def one_at_a_time(steps: Iterator) -> Iterator:
+    """The steps of a generation, each taken holding MODEL_LOCK: other visitors' clicks get their
+    turn between two tokens, not after the whole text."""
+    while True:
+        with MODEL_LOCK:
+            step = next(steps, None)
+        if step is None:
+            return
+        yield step
+
+
 def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Iterator[list]]:
     # the arguments arrive as the browser or a script sent them (preprocess=False below):
     # anything at all
@@ -84,6 +114,7 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
         temperature: object,
         top_k: object,
         seed: object,
+        top_p: object = 1.0,  # last: scripts that send the first six keep working
     ) -> Iterator[list]:
         """Stream the outputs into the page: a status line, then a text per box, prompt first."""
         prompt = prompt if isinstance(prompt, str) else ""
@@ -98,13 +129,15 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
         temperature = clamp(temperature, 0.0, MAX_TEMPERATURE)
         top_k = int(clamp(top_k, 0, tokenizer.vocab_size))
         seed = int(clamp(seed, 0, MAX_SEED))
+        top_p = clamp(top_p, MIN_TOP_P, 1.0)
         settings = (f"{n} × up to {tokens:,} tokens, temperature {temperature:g}, "
-                    f"top-k {top_k or 'off'}, seed {seed}")  # fmt: skip
+                    f"top-k {top_k or 'off'}, top-p {top_p:g}, seed {seed}")  # fmt: skip
         texts, last_update = [""] * n, 0.0
         try:
             gpt.check_readable(tokenizer, prompt)
-            sampling = dict(temperature=temperature, top_k=top_k)
-            for pieces in gpt.generate_text(model, tokenizer, prompt, n, tokens, seed, **sampling):
+            sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+            steps = gpt.generate_text(model, tokenizer, prompt, n, tokens, seed, **sampling)
+            for pieces in one_at_a_time(steps):
                 texts = [text + piece for text, piece in zip(texts, pieces)]
                 if time.monotonic() - last_update > UPDATE_SECONDS:
                     last_update = time.monotonic()
@@ -117,52 +150,353 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
     return generate
 
 
+# The "Look inside" tab: what the model computes for a text, from gpt.py's own functions.
+
+
+def shown(piece: str) -> str:
+    """A token as a label: spaces and line ends made visible ('␣the', '↵')."""
+    visible = piece.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in visible) or "∅"
+
+
+def labels(tokenizer: gpt.Tokenizer, ids: list[int]) -> list[str]:
+    """A label per token, as decoding it alone gives (GPT-2 tokens that are part of a character
+    decode to '�')."""
+    return [shown(tokenizer.decode([i])) for i in ids]
+
+
+def distinct(names: list[str], ids: list[int]) -> list[str]:
+    """names, each once (a bar chart's axis needs that): a repeated one gets its token's id."""
+    return [name if names.count(name) == 1 else f"{name} #{i}" for name, i in zip(names, ids)]
+
+
+def pieces(tokenizer: gpt.Tokenizer, ids: list[int]) -> list[str]:
+    """The text of each token, which together make the text: a character split over several
+    GPT-2 tokens belongs to the token that finishes it (as gpt.generate_text decodes)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return [decoder.decode(gpt.token_bytes(tokenizer, i)) for i in ids]
+
+
+def read_text(tokenizer: gpt.Tokenizer, text: object, block_size: int) -> tuple[list[int], int]:
+    """The tokens of text (as a script sent it: anything at all), and how many of the first
+    ones the model cannot see: it reads the last block_size. Raises gpt.UserError."""
+    text = text if isinstance(text, str) else ""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise gpt.UserError(
+            f"the text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}"
+        )
+    gpt.check_readable(tokenizer, text)  # e.g. a character a char model has never seen
+    ids = tokenizer.encode(text) if text else [tokenizer.start_token]  # as gpt.generate_text
+    return ids, max(0, len(ids) - block_size)
+
+
+def beyond_context(unseen: int, block_size: int) -> str:
+    """A sentence for a caption, when the text is longer than the model's context."""
+    if not unseen:
+        return ""
+    return f" The model reads {block_size:,} tokens at most: it leaves out the first {unseen:,}."
+
+
+def next_token_table(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[list[int], torch.Tensor, torch.Tensor, list[str]]:
+    """For the TOP_TOKENS likeliest next tokens after logits (vocab_size,): their ids, the model's
+    own probabilities, the probabilities they are drawn with (gpt.next_token_probs, renormalised:
+    top-p leaves less than 1 in all), and whether each is kept or cut."""
+    logits = logits.float()[None]  # (1, vocab_size), as gpt.sample_next_token gets it
+    own = F.softmax(logits, dim=-1)[0]  # (vocab_size,)
+    if temperature == 0:  # greedy: sample_next_token takes the likeliest, every time
+        drawn = F.one_hot(logits.argmax(dim=-1), logits.size(-1))[0].float()
+        cut_by_k = drawn == 0
+        cut_by_p = torch.zeros_like(cut_by_k)
+    else:
+        drawn = gpt.next_token_probs(logits, temperature, top_k, top_p)[0]
+        cut_by_k = gpt.next_token_probs(logits, temperature, top_k, 1.0)[0] == 0
+        # a probability can also round to 0 at a low temperature: only top-p < 1 cuts
+        cut_by_p = (drawn == 0) & ~cut_by_k & (top_p < 1.0)
+    drawn = drawn / drawn.sum()
+    ids = own.topk(min(TOP_TOKENS, own.numel())).indices.tolist()
+    reason = "cut: greedy" if temperature == 0 else "cut by top-k"
+    status = [reason if cut_by_k[i] else "cut by top-p" if cut_by_p[i] else "kept" for i in ids]
+    return ids, own[ids], drawn[ids], status
+
+
+def make_inside(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> dict[str, Callable]:
+    """The tab's three views of a text, each a function of what the page sends (anything at
+    all: the values are clamped here, as generate() does)."""
+    block_size = model.config.block_size
+
+    @torch.no_grad()
+    def logits_for(ids: list[int]) -> torch.Tensor:
+        with MODEL_LOCK:
+            logits, _ = model.eval()(torch.tensor([ids]))  # the forward that trains and samples
+        return logits[0]  # (T, vocab_size)
+
+    def next_tokens(text: object, temperature: object, top_k: object, top_p: object) -> list:
+        """A caption, the chart of the likeliest next tokens, and those tokens to click."""
+        temperature = clamp(temperature, 0.0, MAX_TEMPERATURE)
+        top_k = int(clamp(top_k, 0, tokenizer.vocab_size))
+        top_p = clamp(top_p, MIN_TOP_P, 1.0)
+        try:
+            ids, unseen = read_text(tokenizer, text, block_size)
+        except gpt.UserError as e:
+            return [f"Cannot look: {e}", None, gr.Radio(choices=[], value=None)]
+        last = logits_for(ids[unseen:])[-1]
+        top, own, drawn, status = next_token_table(last, temperature, top_k, top_p)
+        names = distinct(labels(tokenizer, top), top)
+        chart = pd.DataFrame({
+            "token": names,
+            # a kept token's bar: its chance to be drawn; a cut one's: the model's own probability
+            "probability": [d if s == "kept" else o for d, o, s in zip(drawn.tolist(),
+                                                                      own.tolist(), status)],
+            "status": status,
+            "drawn": drawn.tolist(),  # with these settings; sums to 1 over every kept token
+            "model": own.tolist(),  # at temperature 1, nothing cut
+            "id": top,
+        })  # fmt: skip
+        settings = (f"temperature {temperature:g}, top-k {top_k or 'off'}, "
+                    f"top-p {top_p:g}")  # fmt: skip
+        caption = (
+            f"The {len(top)} likeliest next tokens after {len(ids) - unseen:,} tokens, with "
+            f"{settings}. Coloured: the chance of being drawn; grey: cut, at the model's own "
+            f"probability.{beyond_context(unseen, block_size)}"
+        )
+        choices = [(f"{name}  {p:.0%}" if s == "kept" else f"{name}  (cut)", i)
+                   for name, p, s, i in zip(names, drawn.tolist(), status, top)]  # fmt: skip
+        return [caption, gr.BarPlot(chart, sort=names), gr.Radio(choices=choices, value=None)]
+
+    def append(text: object, token: object) -> str:
+        """The text with the clicked token's text added (unchanged if that would be too long)."""
+        text = text if isinstance(text, str) else ""
+        if isinstance(token, bool) or not isinstance(token, (int, str)) or not str(token).isdigit():
+            return text  # not a token id: nothing was clicked
+        longer = text + tokenizer.decode([int(clamp(int(token), 0, tokenizer.vocab_size - 1))])
+        return longer if len(longer) <= MAX_PROMPT_CHARS else text
+
+    def attention(text: object, layer: object, head: object) -> list:
+        """A caption and the heatmap of one head's attention weights over the text."""
+        layer = int(clamp(layer, 0, model.config.n_layer - 1))
+        head = int(clamp(head, 0, model.config.n_head - 1))
+        try:
+            ids, unseen = read_text(tokenizer, text, block_size)
+        except gpt.UserError as e:
+            return [f"Cannot look: {e}", None]
+        ids = ids[unseen:]
+        if Figure is None:
+            return ["The attention heatmap needs matplotlib: pip install matplotlib", None]
+        with MODEL_LOCK:
+            weights = gpt.attention_maps(model, torch.tensor([ids]))[layer][head]  # (T, T)
+        caption = (
+            f"Layer {layer}, head {head}: row by row, how much each token's output mixes in "
+            f"each earlier token (each row sums to 1; no token sees later ones, above the "
+            f"diagonal).{beyond_context(unseen, block_size)}"
+        )
+        title = f"layer {layer}, head {head}"
+        return [caption, attention_figure(weights.float().numpy(), labels(tokenizer, ids), title)]
+
+    def surprise(text: object) -> list:
+        """A caption, the text shaded by the model's loss on each token, and the numbers."""
+        try:
+            ids, unseen = read_text(tokenizer, text, block_size)
+        except gpt.UserError as e:
+            return [f"Cannot look: {e}", None, None]
+        window = ids[unseen:]
+        if len(window) < 2:
+            return ["Type at least two tokens: the first has no prediction to score.", None, None]
+        logits = logits_for(window)
+        targets = torch.tensor(window[1:])
+        # the loss gpt.py trains on, per token instead of averaged
+        losses = F.cross_entropy(logits[:-1].float(), targets, reduction="none").tolist()
+        full = math.log(tokenizer.vocab_size)  # a uniform guess's loss: the fullest shade
+        texts = pieces(tokenizer, ids)
+        shaded = [("".join(texts[: unseen + 1]), None)]  # unseen, and the first: no prediction
+        shaded += [(t, min(loss / full, 1.0)) for t, loss in zip(texts[unseen + 1 :], losses)]
+        table = pd.DataFrame({
+            "position": range(unseen + 1, len(ids)),
+            "token": labels(tokenizer, window[1:]),
+            "surprise (nats)": [round(loss, 4) for loss in losses],
+            "probability": [round(math.exp(-loss), 4) for loss in losses],
+        })  # fmt: skip
+        worst = max(range(len(losses)), key=losses.__getitem__)
+        caption = (
+            f"Mean surprise {sum(losses) / len(losses):.3f} nats: the model's loss on this text "
+            f"(a uniform guess scores ln {tokenizer.vocab_size:,} = {full:.2f}, the fullest red). "
+            f"The first token has no prediction and is not shaded. Most surprising: "
+            f"{shown(texts[unseen + 1 + worst])!r} ({losses[worst]:.2f})."
+            f"{beyond_context(unseen, block_size)}"
+        )
+        return [caption, shaded, table]
+
+    return dict(next_tokens=next_tokens, append=append, attention=attention, surprise=surprise)
+
+
+def attention_figure(weights: np.ndarray, names: list[str], title: str) -> "Figure":
+    """weights (T, T) as a heatmap: rows the tokens, columns the tokens they look at. The future,
+    above the diagonal, is grey: the causal triangle."""
+    T = len(names)
+    fig = Figure(figsize=(5.2, 4.4), dpi=100, layout="constrained")  # fits a laptop screen
+    ax = fig.subplots()
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#e8e8e8")
+    image = ax.imshow(np.ma.masked_array(weights, future), cmap=cmap, vmin=0, vmax=1)
+    every = math.ceil(T / 40)  # at most 40 labels an axis; more would overlap
+    ticks = list(range(0, T, every))
+    size = 10 if T <= 16 else 8 if T <= 32 else 6
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=size)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=size)
+    ax.set_xlabel("looks at")
+    ax.set_ylabel("token")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="attention weight")
+    return fig
+
+
 def build_page(model: gpt.GPT, tokenizer: gpt.Tokenizer, facts: str) -> "gr.Blocks":
     with gr.Blocks(title="gpt.py", analytics_enabled=False) as page:
         gr.Markdown(f"## Write with a gpt.py model\n{facts}")
-        with gr.Row():
-            with gr.Column(scale=3):
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    lines=8,
-                    max_length=MAX_PROMPT_CHARS,
-                    placeholder="Empty: the model starts from scratch",
-                    info=f"Up to {MAX_PROMPT_CHARS:,} characters. A char model reads only "
-                    "the characters it saw.",
-                )
-                button = gr.Button("Generate", variant="primary")
-            with gr.Column(scale=2):
-                length = gr.Slider(
-                    1, MAX_NEW_TOKENS, value=300, step=1, label="max length (new tokens)"
-                )
-                outputs = gr.Slider(1, MAX_OUTPUTS, value=2, step=1, label="number of outputs")
-                temperature = gr.Slider(
-                    0, MAX_TEMPERATURE, value=0.8, step=0.05, label="temperature"
-                )
-                top_k = gr.Slider(0, tokenizer.vocab_size, value=0, step=1, label="top-k (0 = off)")
-                seed = gr.Number(value=1337, precision=0, label="seed", info="same seed, same text")
-        status = gr.Markdown(label="status")
-        boxes = [
-            gr.Textbox(label=f"output {i + 1}", lines=6, visible=i < outputs.value)
-            for i in range(MAX_OUTPUTS)
-        ]
-
-        def show_boxes(n: float) -> list:  # a box per output; generate() returns plain strings
-            return [gr.Textbox(visible=i < n) for i in range(MAX_OUTPUTS)]
-
-        outputs.change(show_boxes, outputs, boxes, queue=False, api_visibility="private")
-        # preprocess=False: the values reach generate() as sent and it clamps them itself. (Gradio
-        # would reject an out-of-range slider value instead.) One generation at a time; the rest
-        # wait in the queue.
-        button.click(
-            make_generate(model, tokenizer),
-            [prompt, length, outputs, temperature, top_k, seed],
-            [status, *boxes],
-            api_name="generate",
-            preprocess=False,
-            concurrency_limit=1,
-        )
+        with gr.Tab("Write"):
+            build_write_tab(model, tokenizer)
+        with gr.Tab("Look inside") as tab:
+            build_inside_tab(model, tokenizer, tab)
     return page
+
+
+def build_write_tab(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> None:
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(
+                label="Prompt",
+                lines=8,
+                max_length=MAX_PROMPT_CHARS,
+                placeholder="Empty: the model starts from scratch",
+                info=f"Up to {MAX_PROMPT_CHARS:,} characters. A char model reads only "
+                "the characters it saw.",
+            )
+            button = gr.Button("Generate", variant="primary")
+        with gr.Column(scale=2):
+            length = gr.Slider(
+                1, MAX_NEW_TOKENS, value=300, step=1, label="max length (new tokens)"
+            )
+            outputs = gr.Slider(1, MAX_OUTPUTS, value=2, step=1, label="number of outputs")
+            temperature, top_k, top_p = sampling_sliders(tokenizer, temperature=0.8)
+            seed = gr.Number(value=1337, precision=0, label="seed", info="same seed, same text")
+    status = gr.Markdown(label="status")
+    boxes = [
+        gr.Textbox(label=f"output {i + 1}", lines=6, visible=i < outputs.value)
+        for i in range(MAX_OUTPUTS)
+    ]
+
+    def show_boxes(n: float) -> list:  # a box per output; generate() returns plain strings
+        return [gr.Textbox(visible=i < n) for i in range(MAX_OUTPUTS)]
+
+    outputs.change(show_boxes, outputs, boxes, queue=False, api_visibility="private")
+    # preprocess=False: the values reach generate() as sent and it clamps them itself. (Gradio
+    # would reject an out-of-range slider value instead.) One generation at a time; the rest
+    # wait in the queue. top_p comes last, so scripts that send the first six still work.
+    button.click(
+        make_generate(model, tokenizer),
+        [prompt, length, outputs, temperature, top_k, seed, top_p],
+        [status, *boxes],
+        api_name="generate",
+        preprocess=False,
+        concurrency_limit=1,
+    )
+
+
+def sampling_sliders(tokenizer: gpt.Tokenizer, temperature: float) -> tuple:
+    return (
+        gr.Slider(0, MAX_TEMPERATURE, value=temperature, step=0.05, label="temperature",
+                  info="0: always the likeliest"),
+        gr.Slider(0, tokenizer.vocab_size, value=0, step=1, label="top-k (0 = off)",
+                  info="keep the k likeliest tokens"),
+        gr.Slider(MIN_TOP_P, 1.0, value=1.0, step=0.01, label="top-p (1 = off)",
+                  info="keep the likeliest tokens until their probabilities add up to p"),
+    )  # fmt: skip
+
+
+def build_inside_tab(model: gpt.GPT, tokenizer: gpt.Tokenizer, tab: "gr.Tab") -> None:
+    inside = make_inside(model, tokenizer)
+    n_layer, n_head = model.config.n_layer, model.config.n_head
+    with gr.Row():
+        text = gr.Textbox(
+            label="Text the model reads",
+            lines=6,
+            max_length=MAX_PROMPT_CHARS,
+            placeholder="Empty: the model starts from scratch",
+            info="Change it, or click a next token below to add it.",
+            scale=3,
+        )
+        with gr.Column(scale=2):
+            temperature, top_k, top_p = sampling_sliders(tokenizer, temperature=1.0)
+    gr.Markdown("### What comes next")
+    next_caption = gr.Markdown()
+    with gr.Row():
+        chart = gr.BarPlot(
+            x="token",
+            y="probability",
+            color="status",
+            color_map={"kept": "#e8710a", "cut by top-k": "#9e9e9e",
+                       "cut by top-p": "#c4c4c4", "cut: greedy": "#9e9e9e"},
+            y_lim=[0, 1],
+            tooltip="all",  # hovering shows the id, the model's and the drawn probability
+            colors_in_legend=["kept", "cut by top-k", "cut by top-p", "cut: greedy"],
+            label="next-token probabilities",
+            elem_id="next-tokens",
+            scale=3,
+        )  # fmt: skip
+        # a clickable bar chart is not something Gradio's plots offer: the tokens are a list
+        choices = gr.Radio(label="Click a token to add it to the text", scale=2)
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Attention")
+            with gr.Row():
+                # a slider from 0 to 0 is not one: a one-layer model gets a slider it cannot move
+                layer = gr.Slider(
+                    0,
+                    max(n_layer - 1, 1),
+                    value=0,
+                    step=1,
+                    label="layer",
+                    interactive=n_layer > 1,
+                    info="0: the first block",
+                )
+                head = gr.Slider(0, max(n_head - 1, 1), value=0, step=1, label="head",
+                                 interactive=n_head > 1)  # fmt: skip
+            attention_caption = gr.Markdown()
+            heatmap = gr.Plot(label="attention weights", format="png", elem_id="attention")
+        with gr.Column():
+            gr.Markdown("### Surprise")
+            surprise_caption = gr.Markdown()
+            shaded = gr.HighlightedText(
+                label="each token shaded by the model's loss on it", elem_id="surprise"
+            )
+            with gr.Accordion("the numbers", open=False):
+                table = gr.Dataframe(label="surprise per token", max_height=300)
+    # Every view is computed when the tab opens and again when its inputs change: always_last
+    # skips the values a dragged slider passes through. preprocess=False: the values arrive as
+    # sent, and the functions clamp them.
+    views = [
+        ("next_tokens", [text, temperature, top_k, top_p], [next_caption, chart, choices]),
+        ("attention", [text, layer, head], [attention_caption, heatmap]),
+        ("surprise", [text], [surprise_caption, shaded, table]),
+    ]
+    for name, inputs, outputs in views:
+        gr.on(
+            [tab.select, *(component.change for component in inputs)],
+            inside[name],
+            inputs,
+            outputs,
+            api_name=name,
+            preprocess=False,
+            trigger_mode="always_last",
+            # Gradio 6.31 leaves always_last's outputs looking busy (faded) after a second trigger
+            # came during the first; the views take well under a second anyway
+            show_progress="hidden",
+        )
+    # .input: only a click, not the list being refilled; the text's change redraws the views
+    choices.input(
+        inside["append"], [text, choices], text, api_name="append_token", preprocess=False
+    )
 
 
 def main(argv: list[str]) -> None:

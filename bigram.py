@@ -13,7 +13,6 @@ model that sees one token. gpt.py's val loss goes far below it, because it reads
 The data pipeline (reading, tokenizing, splitting, batching) is imported from gpt.py, not copied.
 """
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +21,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt import (
-    UserError,
     check_at_least,
+    check_numbers,
     get_batch,
     load_tokens,
     parse_overrides,
     random_starts,
+    run_command_line,
     sample_next_token,
     split_long_enough,
 )
@@ -76,6 +76,7 @@ def main(argv: list[str]) -> None:
     s = BigramSettings(**parse_overrides(argv, BigramSettings))
     minimum = dict(batch_size=1, block_size=1, max_iters=0, eval_interval=1, max_new_tokens=0)
     check_at_least(s, {**minimum, "smoothing": 0.0})
+    check_numbers(s)  # finite, a seed torch takes, a learning rate above 0
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
     tokens, tokenizer = load_tokens(s.input_file, s.tokenizer)
@@ -110,7 +111,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UserError as e:  # a missing text, an unknown setting, ...: one line, as gpt.py says it
-        sys.exit(f"error: {e}")
+    run_command_line(main)  # a missing text, an unknown setting, ...: one line, as gpt.py says it

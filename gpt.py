@@ -510,14 +510,17 @@ import dataclasses  # noqa: E402
 import difflib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
+import io  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import pickle  # noqa: E402
+import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import zipfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from types import ModuleType  # noqa: E402
@@ -632,16 +635,14 @@ def check_at_least(settings: object, minimum: dict) -> None:
 def check_settings(hp: Settings) -> None:
     """Values no run can use, refused before anything is read or written."""
     check_at_least(hp, AT_LEAST)
+    check_numbers(hp)
     for name, value in dataclasses.asdict(hp).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            fail(f"--{name} must be a finite number, not {value}")
         if name in FRACTIONS and not 0 <= value < 1:
             fail(f"--{name} must be from 0 up to (not including) 1, not {value}")
         if name in CHOICES and value not in CHOICES[name]:
             fail(f"--{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
     modes = [f"--{mode}" for mode in MODES if getattr(hp, mode)]
     rules = [  # (a value that cannot work, what to say)
-        (not 0 <= hp.seed < 2**63 - 1, f"--seed must be from 0 to 2**63 - 2, not {hp.seed}"),
         (hp.n_embd % hp.n_head != 0, f"n_embd ({hp.n_embd}) must be divisible by n_head "
          f"({hp.n_head}): use one of --n_head={', '.join(map(str, divisors(hp.n_embd)))}"),
         (not 0 <= hp.stride <= hp.block_size, f"--stride must be from 1 to block_size "
@@ -649,7 +650,8 @@ def check_settings(hp: Settings) -> None:
         (hp.stride and hp.batching != "sliding", f"--stride={hp.stride} places sliding windows: "
          "add --batching=sliding, or drop --stride"),
         (not 0 < hp.top_p <= 1, f"--top_p must be above 0 and at most 1, not {hp.top_p}"),
-        (not hp.learning_rate > 0, f"--learning_rate must be above 0, not {hp.learning_rate}"),
+        (0 < hp.temperature < 1e-6, "--temperature must be 0 (always the likeliest token) or at "
+         f"least 1e-06, not {hp.temperature}"),
         (hp.min_lr > hp.learning_rate, f"--min_lr={hp.min_lr} is above --learning_rate="
          f"{hp.learning_rate}: add --min_lr={hp.learning_rate / 10:g}"),
         (len(modes) > 1, f"{' and '.join(modes)} do different things: run them one at a time"),
@@ -658,6 +660,18 @@ def check_settings(hp: Settings) -> None:
         if broken:
             fail(message)
     check_files(hp)
+
+
+def check_numbers(settings: object) -> None:
+    """Numbers every run needs in range: finite, a seed torch takes, a learning rate above 0
+    (bigram.py checks its settings with this too)."""
+    for name, value in dataclasses.asdict(settings).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name} must be a finite number, not {value}")
+    if not 0 <= settings.seed < 2**63 - 1:  # (evaluation seeds its own generator with seed + 1)
+        fail(f"--seed must be from 0 to 2**63 - 2, not {settings.seed}")
+    if not settings.learning_rate > 0:
+        fail(f"--learning_rate must be above 0, not {settings.learning_rate}")
 
 
 def divisors(n: int) -> list[int]:
@@ -684,10 +698,25 @@ def check_files(hp: Settings) -> None:
         fail(
             f"--out_file={hp.out_file}: cannot write in {folder!r}; pick a folder you can write to"
         )
-    written = [hp.out_file, resume_path(hp.out_file), log_path(hp.out_file), plot_path(hp.out_file)]
-    if os.path.realpath(hp.input_file) in map(os.path.realpath, written):
-        fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {hp.input_file}: "
-             "pick another name")  # fmt: skip
+    written = {}  # each file a run writes, by where it really is (links resolved)
+    for what, path in run_outputs(hp).items():
+        if (other := written.setdefault(os.path.realpath(path), what)) != what:
+            fail(f"--out_file={hp.out_file} would write {other} and {what} to the same file, "
+                 f"{path}: pick another name")  # fmt: skip
+    for text in (hp.input_file, hp.prompt_file):
+        if text and os.path.realpath(text) in written:
+            fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {text}: "
+                 "pick another name")  # fmt: skip
+
+
+def run_outputs(hp: Settings) -> dict[str, str]:
+    """Every file a training run writes (the token caches of both tokenizers, for a later run)."""
+    files = {"the model": hp.out_file, "the resume state": resume_path(hp.out_file),
+             "the log": log_path(hp.out_file), "the loss plot": plot_path(hp.out_file)}  # fmt: skip
+    for kind in ("char", "gpt2"):
+        files[f"the {kind} token cache"] = cache = f"{hp.input_file}.{kind}.tokens"
+        files[f"the {kind} token cache's description"] = cache + ".json"
+    return files
 
 
 def read_settings(argv: list[str]) -> tuple[Settings, object]:
@@ -989,6 +1018,10 @@ def resume_command(out_file: str, world_size: int) -> str:
 # The run's files: the best model, the state to --resume from, the log, the plot; Ctrl-C.
 
 FORMAT = 2  # of the checkpoints this gpt.py writes; a file of another format is refused
+MODEL_FILE = dict(model=dict, config=dict, tokenizer=dict, step=int, best_val_loss=float,
+                  hyperparameters=dict)  # fmt: skip
+RESUME_FILE = dict(trained_model=dict, optimizer=dict, sampler=dict, scaler=dict,
+                   torch_rng=torch.Tensor, cuda_rng=list, elapsed_s=float)  # fmt: skip
 
 
 def resume_path(out_file: str) -> str:
@@ -1004,18 +1037,56 @@ def plot_path(out_file: str) -> str:
     return os.path.join(os.path.dirname(out_file), "loss.png")
 
 
-def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write a temporary file, force it to disk, then rename it over the old one: the rename is
-    atomic, so a crash at any moment leaves the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({**checkpoint, "format": FORMAT}, f)
+@contextlib.contextmanager
+def replacing(path: str, advice: str) -> Iterator[BinaryIO]:
+    """A file to write that replaces path once it is whole. It is a new temporary file beside
+    path, created exclusively (never an existing file, never through a link), forced to disk, then
+    renamed over path: the rename is atomic, so a crash at any moment leaves the old file or the
+    new one, never half of one. On any failure the temporary file goes and path is untouched."""
+    folder, name = os.path.split(path)
+    tmp = ""
+    try:  # the process id in the name tells clean_stale_temps whose it is
+        prefix = f".{name}.{os.getpid()}."
+        handle, tmp = tempfile.mkstemp(dir=folder or ".", prefix=prefix, suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~UMASK)  # as open() would make it (mkstemp keeps it private)
+        with os.fdopen(handle, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # a full disk, a read-only folder, ...
-        fail(f"cannot save {path!r} ({e.strerror}): free some space, or pick another --out_file")
+    except (OSError, RuntimeError) as e:  # a full disk (torch's zip writer: RuntimeError), ...
+        reason = getattr(e, "strerror", None) or str(e).split("\n")[0][:80]
+        fail(f"cannot write {path!r} ({reason}): {advice}")
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+UMASK = os.umask(0o022)  # (reading the umask means setting it: this sets it back as it was)
+os.umask(UMASK)
+
+
+def clean_stale_temps(folder: str) -> None:
+    """Remove the temporary files of runs that were killed mid-write (their process is gone)."""
+    for name in os.listdir(folder or "."):
+        if (match := re.fullmatch(r"\..+\.(\d+)\.\w+\.tmp", name)) and not alive(int(match[1])):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but is another user's
+        pass
+    return True
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    with replacing(path, "free some space, or pick another --out_file") as f:
+        torch.save({**checkpoint, "format": FORMAT}, f)
 
 
 def load_checkpoint(path: str, device: str) -> dict:
@@ -1042,6 +1113,16 @@ def load_checkpoint(path: str, device: str) -> dict:
     if (found := checkpoint.get("format", 1)) != FORMAT:  # files from before formats: 1
         fail(f"{path!r} was saved by another version of gpt.py (checkpoint format {found}; "
              f"this one reads {FORMAT}): train it again")  # fmt: skip
+    fields = {**MODEL_FILE, **(RESUME_FILE if "optimizer" in checkpoint else {})}
+    for name, kind in fields.items():
+        if not isinstance(checkpoint.get(name), kind):
+            fail(f"{path!r} is damaged: its {name!r} is missing or not a {kind.__name__}; "
+                 "train again or use another")  # fmt: skip
+    tokenizer = checkpoint["tokenizer"]
+    if tokenizer.get("kind") not in ("char", "gpt2") or not isinstance(
+        tokenizer.get("chars", ""), str
+    ):
+        fail(f"{path!r} is damaged: its tokenizer is {tokenizer!r}; train again or use another")
     return checkpoint
 
 
@@ -1156,8 +1237,8 @@ class Run:
         c = model.config
         shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}"
         print(f"model: {model.num_params():,} parameters ({shape}, {c.attention} attention)")
-        path = log_path(hp.out_file) if hw.master else os.devnull
-        self.log_file, self.log = open_log(path, self.start_step if self.state else None)
+        self.log_file, self.log_rows = None, kept_log_rows(hp.out_file, self.state)
+        clean_stale_temps(os.path.dirname(hp.out_file))
         self.start_time = time.time()
         signal.signal(signal.SIGINT, self.on_ctrl_c)
         self.progress = tqdm(total=hp.max_iters, initial=self.start_step, unit="step",
@@ -1166,6 +1247,15 @@ class Run:
 
     def restore(self, state: dict) -> None:
         """Put a saved run back exactly where it stopped, random number generators included."""
+        try:
+            self.restore_parts(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # loads, but does not fit
+            path = resume_path(self.hp.out_file)
+            fail(f"{path!r} is damaged: its state does not fit the model it describes "
+                 f"({type(e).__name__}); train anew")  # fmt: skip
+        print(f"resuming at step {self.start_step} (best val loss so far {self.best_val_loss:.4f})")
+
+    def restore_parts(self, state: dict) -> None:
         hp, hw = self.hp, self.hw
         if self.averaged is not self.model:  # (with ema_decay=0 there is no separate average)
             self.averaged.load_state_dict(state["model"])
@@ -1183,7 +1273,6 @@ class Run:
         self.sampler.load_state_dict(state["sampler"])
         self.start_step, self.best_val_loss = state["step"], state["best_val_loss"]
         self.elapsed_before = state["elapsed_s"]
-        print(f"resuming at step {self.start_step} (best val loss so far {self.best_val_loss:.4f})")
 
     def on_ctrl_c(self, signum: int, frame: object) -> None:
         # finish the current step, so the saved state is whole; a second Ctrl-C stops at once
@@ -1220,20 +1309,25 @@ class Run:
             "cuda_rng": [torch.cuda.get_rng_state(hw.device)] if hw.device_type == "cuda" else [],
             "elapsed_s": self.elapsed_before + time.time() - self.start_time,
         })  # fmt: skip
+        self.flush_log()  # once the state is saved, the log that goes with it
 
     def evaluated(self, step: int, lr: float, losses: dict) -> None:
         """Log the losses; keep the model if its val loss is the best yet. Under torchrun every
         process's losses["val"] becomes rank 0's."""
         hp = self.hp
+        losses["val"] = agree_on(losses["val"], self.hw)
+        uniform = math.log(self.model.config.vocab_size)  # the loss of guessing uniformly
+        if not losses["val"] <= uniform + 1:  # (nan too) caught before anything is saved
+            fail(f"the val loss is {losses['val']:.4g} at step {step}, far above the {uniform:.2f} "
+                 "of guessing uniformly: the run diverged; try a lower --learning_rate. Nothing "
+                 "was saved after it went bad")  # fmt: skip
         if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
             self.save_state(step)  # a run resumed from here evaluates this step again
-        losses["val"] = agree_on(losses["val"], self.hw)
         tokens = step * self.tokens_per_step
         elapsed = self.elapsed_before + time.time() - self.start_time
-        self.log.writerow({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
-                           "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
-                           "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
-        self.log_file.flush()
+        self.write_log({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
+                        "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
+                        "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
         tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         # out_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not
         # trained, and saving it would replace an earlier run's model) unless the run ends there
@@ -1246,6 +1340,31 @@ class Run:
             tqdm.write(
                 f"reached the target val loss {hp.target_loss} at step {step}: stopping early"
             )
+
+    def write_log(self, row: dict) -> None:
+        """Add a row to train_log.csv, once the run has saved something (it saves nothing at
+        step 0): a run that fails before then leaves the earlier run's log as it was."""
+        self.log_rows.append(row)
+        if row["step"] > 0 or self.log_file:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        """Write the rows waiting. The run's first write replaces the file, with the rows a
+        resumed run keeps; later ones append."""
+        if not self.hw.master or not self.log_rows:
+            return
+        path, advice = log_path(self.hp.out_file), "pick another --out_file; the log goes beside it"
+        try:
+            if self.log_file is None:
+                with replacing(path, advice) as f:
+                    f.write(csv_text(self.log_rows, header=True).encode())
+                self.log_file = open(path, "a", newline="")
+            else:
+                self.log_file.write(csv_text(self.log_rows))
+                self.log_file.flush()
+        except OSError as e:
+            fail(f"cannot write {path!r} ({e.strerror}): {advice}")
+        self.log_rows = []
 
     def print_sample(self, model: GPT, tokenizer: Tokenizer) -> None:
         """A short sample from the same prompt and seed each time. It uses its own random
@@ -1275,11 +1394,13 @@ class Run:
         Under torchrun, the other processes end here."""
         signal.signal(signal.SIGINT, signal.default_int_handler)
         self.progress.close()
-        self.log_file.close()
+        if self.log_file:
+            self.log_file.close()
         if self.hw.world_size > 1:  # leave together: gloo can crash on a process exiting early
             dist.barrier()
         if not self.hw.master:
             raise SystemExit(0)
+        self.flush_log()  # a run that ended at step 0 has its one row still waiting
         hp = self.hp
         print(f"done in {time.time() - self.start_time:.0f} s; best val loss "
               f"{self.best_val_loss:.4f}, saved to {hp.out_file}")  # fmt: skip
@@ -1288,24 +1409,28 @@ class Run:
         return model
 
 
-def open_log(path: str, resume_step: int | None) -> tuple:
-    """train_log.csv: one row per evaluation. A resumed run keeps the rows before resume_step."""
-    rows = []
-    if resume_step is not None and os.path.exists(path):
-        with open(path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) < resume_step]
+LOG_COLUMNS = ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
+
+
+def kept_log_rows(out_file: str, state: dict | None) -> list[dict]:
+    """train_log.csv has a row per evaluation; a resumed run keeps those before its step."""
+    path = log_path(out_file)
+    if not state or not os.path.exists(path):
+        return []
     try:
-        file = open(path, "w", newline="")
-    except OSError as e:
-        fail(
-            f"cannot write {path!r} ({e.strerror}): pick another --out_file; the log goes beside it"
-        )
-    log = csv.DictWriter(
-        file, ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
-    )
-    log.writeheader()
-    log.writerows(rows)
-    return file, log
+        with open(path, newline="") as f:
+            return [row for row in csv.DictReader(f) if int(row["step"]) < state["step"]]
+    except (OSError, KeyError, TypeError, ValueError, csv.Error):
+        fail(f"cannot read the log {path!r} to go on with it: move it away and resume again")
+
+
+def csv_text(rows: list[dict], header: bool = False) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_COLUMNS)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def plot_losses(log_path: str) -> None:
@@ -1335,7 +1460,8 @@ def plot_losses(log_path: str) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     png = os.path.join(os.path.dirname(log_path), "loss.png")
-    fig.savefig(png, dpi=100, bbox_inches="tight")
+    with replacing(png, "free some space; the model is saved") as f:
+        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
     print(f"loss plot: {png}")
 
 
@@ -1417,7 +1543,10 @@ def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
                 yield text
                 return
             cut = text.rfind("\n")
-            while cut > 0 and text[cut - 1].isspace():
+            while cut > 0:
+                cut -= text[cut - 1] == "\r"  # a Windows line break, "\r\n", is one break
+                if cut > 0 and not text[cut - 1].isspace():
+                    break
                 cut = text.rfind("\n", 0, cut)
             if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
                 yield text[:cut]
@@ -1475,25 +1604,16 @@ def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
     tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
     print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
     n_tokens, pieces = 0, read_pieces(path)
-    tmp = f"{cache}.{os.getpid()}.tmp"  # the process id: two runs starting together never share
-    try:
-        with open(tmp, "wb") as f:
-            while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece a core
-                for ids in encode_batch(tokenizer, batch):
-                    f.write(np.array(ids, dtype=np.uint16).tobytes())
-                    n_tokens += len(ids)
-        info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
-        with open(tmp + ".json", "w") as f:
-            json.dump(info, f)
-        os.replace(tmp, cache)  # the tokens first, then the description that vouches for them
-        os.replace(tmp + ".json", cache + ".json")
-    except OSError as e:
-        fail(f"cannot save the tokens to {cache!r} ({e.strerror}): put the text in a folder you "
-             "can write to")  # fmt: skip
-    finally:
-        for leftover in (tmp, tmp + ".json"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+    clean_stale_temps(os.path.dirname(cache))
+    advice = "put the text in a folder you can write to, with space to spare"
+    with replacing(cache, advice) as f:  # the tokens first, then the description vouching for them
+        while batch := list(itertools.islice(pieces, os.cpu_count() or 1)):  # a piece a core
+            for ids in encode_batch(tokenizer, batch):
+                f.write(np.array(ids, dtype=np.uint16).tobytes())
+                n_tokens += len(ids)
+    info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
+    with replacing(cache + ".json", advice) as f:
+        f.write(json.dumps(info).encode())
     return info
 
 
@@ -1818,18 +1938,35 @@ def print_samples(model: GPT, tokenizer: Tokenizer, hp: Hyperparameters, hw: Har
             print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
 
 
-if __name__ == "__main__":
+def run_command_line(main: Callable[[list[str]], None]) -> None:
+    """main(the command line's arguments), with every failure a user can cause told in one line
+    (bigram.py runs this way too)."""
     try:
         main(sys.argv[1:])
+        return
     except UserError as e:
-        sys.exit(f"error: {e}")
+        message = f"error: {e}"
     except KeyboardInterrupt:
-        sys.exit(130)  # Ctrl-C outside training (loading, sampling): stop quietly
+        message = None  # Ctrl-C outside training (loading, sampling): stop quietly
     except (MemoryError, torch.cuda.OutOfMemoryError):  # the computer's RAM, or a GPU's
-        sys.exit("error: out of memory: use a smaller --batch_size, --block_size or model "
-                 "(or fewer --num_samples)")  # fmt: skip
+        message = OUT_OF_MEMORY
+    except RuntimeError as e:  # PyTorch's CPU allocator says so in a RuntimeError
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+            raise
+        message = OUT_OF_MEMORY
     except BrokenPipeError:  # the reader stopped, as `python gpt.py --sample | head` does
-        os.dup2(
-            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
-        )  # so exit's flush fails no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush is quiet
         sys.exit(1)
+    except OSError as e:  # a file that a check before could not foresee
+        message = f"error: {e.strerror or e}" + (f": {e.filename!r}" if e.filename else "")
+    for bar in list(getattr(tqdm, "_instances", [])):  # so the message starts a line of its own
+        bar.close()
+    sys.exit(message or 130)
+
+
+OUT_OF_MEMORY = ("error: out of memory: use a smaller --batch_size, --block_size or model "
+                 "(or fewer --num_samples)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_command_line(main)

@@ -89,9 +89,12 @@ def client(tmp_path_factory: pytest.TempPathFactory):
         yield gradio_client.Client(url, verbose=False)
 
 
-def generate(client, prompt: str, max_new_tokens=20, num_outputs=2, temperature=0.8, top_k=0, seed=1337) -> tuple:
+def generate(
+    client, prompt: str, max_new_tokens=20, num_outputs=2, temperature=0.8, top_k=0, seed=1337, top_p=1.0
+) -> tuple:
     """Click Generate: the status line, and the texts of the output boxes that have one."""
-    status, *boxes = client.predict(prompt, max_new_tokens, num_outputs, temperature, top_k, seed, api_name="/generate")
+    settings = (max_new_tokens, num_outputs, temperature, top_k, seed, top_p)
+    status, *boxes = client.predict(prompt, *settings, api_name="/generate")
     return status, [text for text in boxes if text]
 
 
@@ -111,10 +114,12 @@ def test_an_unreadable_prompt_shows_a_message_and_the_server_keeps_answering(cli
 
 
 def test_out_of_range_settings_are_clamped_on_the_server(client):
-    status, texts = generate(client, "A", max_new_tokens=100_000, num_outputs=50, temperature=99, top_k=10**9, seed=-5)
+    status, texts = generate(
+        client, "A", max_new_tokens=100_000, num_outputs=50, temperature=99, top_k=10**9, seed=-5, top_p=-1
+    )
     assert len(texts) == MAX_OUTPUTS
     assert all(len(text) == len("A") + MAX_NEW_TOKENS for text in texts)  # a char model: one token, one character
-    assert "temperature 2" in status
+    assert "temperature 2" in status and "top-p 0.01" in status
 
 
 def test_a_too_long_prompt_is_refused_with_a_message(client):
@@ -129,7 +134,18 @@ def test_settings_that_are_not_numbers_fall_back_to_the_smallest(client):
     assert "temperature 0" in status
 
 
+def test_top_p_this_small_keeps_only_the_likeliest_token_whatever_the_seed(client):
+    _, greedy = generate(client, "ROMEO:", max_new_tokens=30, num_outputs=1, temperature=0)
+    for seed in (1, 2):
+        status, texts = generate(
+            client, "ROMEO:", max_new_tokens=30, num_outputs=2, temperature=1.0, seed=seed, top_p=0.01
+        )
+        assert texts == greedy * 2
+        assert "top-p 0.01" in status
+
+
 def test_the_page_streams_the_prompt_first_then_the_text(client):
+    # six settings, as scripts sent them before the page had top-p: it is the last, and defaults to 1 (off)
     job = client.submit("ROMEO:", 50, 1, 0.8, 0, 1337, api_name="/generate")
     final = job.result(timeout=120)
     updates = job.outputs()

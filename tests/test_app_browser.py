@@ -1,8 +1,10 @@
-"""app.py in a real browser: headless Chromium types a prompt, clicks Generate and sees the text arrive."""
+"""app.py in a real browser: headless Chromium generates text, and looks inside the model on the second tab."""
 
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def test_the_page_generates_text_in_a_browser(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory):
+@contextmanager
+def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A laptop-sized page of headless Chromium showing app.py, which serves a tiny model; and Playwright's API."""
     require("gradio")
     sync_api = require("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
@@ -32,16 +36,46 @@ def test_the_page_generates_text_in_a_browser(tmp_path: Path, tmp_path_factory: 
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
-            page.get_by_label("Prompt").fill("ROMEO:")
-            page.get_by_label("number input for max length (new tokens)").fill("100")
-            page.get_by_role("button", name="Generate").click()
-            output = page.get_by_label("output 1")
-            # the prompt and then new text: proof that the model ran and the page received its stream
-            sync_api.expect(output).to_have_value(re.compile(r"^ROMEO:.{20,}", re.DOTALL), timeout=60_000)
-            sync_api.expect(page.get_by_text("Done: 2 × up to 100 tokens")).to_be_visible(timeout=60_000)
-            page.screenshot(path=tmp_path / "app.png", full_page=True)
+            yield page, sync_api
         finally:
             browser.close()
+
+
+def test_the_page_generates_text_in_a_browser(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    with browser_page(tmp_path_factory) as (page, sync_api):
+        page.get_by_label("Prompt").fill("ROMEO:")
+        page.get_by_label("number input for max length (new tokens)").fill("100")
+        page.get_by_role("button", name="Generate").click()
+        output = page.get_by_label("output 1")
+        # the prompt and then new text: proof that the model ran and the page received its stream
+        sync_api.expect(output).to_have_value(re.compile(r"^ROMEO:.{20,}", re.DOTALL), timeout=60_000)
+        sync_api.expect(page.get_by_text("Done: 2 × up to 100 tokens")).to_be_visible(timeout=60_000)
+        page.screenshot(path=tmp_path / "app.png", full_page=True)
     if os.environ.get("APP_SCREENSHOT"):
         shutil.copy(tmp_path / "app.png", os.environ["APP_SCREENSHOT"])
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_the_look_inside_tab_draws_the_next_tokens_the_attention_and_the_surprise(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    with browser_page(tmp_path_factory) as (page, sync_api):
+        expect = sync_api.expect
+        page.get_by_role("tab", name="Look inside").click()
+        text = page.get_by_label("Text the model reads")
+        text.fill("ROMEO: Wh")
+        expect(page.get_by_text("likeliest next tokens after 9 tokens")).to_be_visible(timeout=60_000)
+        expect(page.locator("#next-tokens svg .mark-rect path")).to_have_count(10, timeout=30_000)  # a bar a token
+        heatmap = page.locator("#attention img")
+        expect(heatmap).to_be_visible(timeout=30_000)
+        assert heatmap.evaluate("img => img.naturalWidth") > 300  # matplotlib's picture arrived and was decoded
+        expect(page.get_by_text("Mean surprise")).to_be_visible(timeout=30_000)
+        expect(page.locator("#surprise").get_by_text("W", exact=True)).to_be_visible()  # a shaded token
+        page.screenshot(path=tmp_path / "app_inside.png", full_page=True)
+        # clicking the likeliest token adds it to the text, and the views follow
+        page.get_by_role("radio").first.check()
+        expect(text).to_have_value(re.compile(r"^ROMEO: Wh.$", re.DOTALL), timeout=30_000)
+        expect(page.get_by_text("likeliest next tokens after 10 tokens")).to_be_visible(timeout=30_000)
+    if os.environ.get("APP_INSIDE_SCREENSHOT"):
+        shutil.copy(tmp_path / "app_inside.png", os.environ["APP_INSIDE_SCREENSHOT"])
+    assert (tmp_path / "app_inside.png").stat().st_size > 10_000

@@ -26,6 +26,18 @@ def test_text_read_in_pieces_encodes_to_the_same_gpt2_tokens_as_the_whole(tmp_pa
     assert [t for ids in enc.encode_ordinary_batch(pieces) for t in ids] == enc.encode_ordinary(text)
 
 
+def test_a_text_with_windows_line_breaks_is_read_in_bounded_pieces_with_the_same_gpt2_tokens(tmp_path):
+    # each "\r\n" follows a space-free line: a piece may end before it, so no piece grows with the file
+    gpt2_tokenizer_or_skip()
+    text = (REPO / "input.txt").read_text(encoding="utf-8")[:50_000].replace("\n", "\r\n")
+    (tmp_path / "input.txt").write_bytes(text.encode("utf-8"))
+    pieces = list(read_pieces(str(tmp_path / "input.txt"), 1000))
+    enc = tiktoken.get_encoding("gpt2")
+    assert len(pieces) > 40 and max(map(len, pieces)) < 2000
+    assert "".join(pieces) == text
+    assert [t for ids in enc.encode_ordinary_batch(pieces) for t in ids] == enc.encode_ordinary(text)
+
+
 @pytest.mark.parametrize("piece_bytes", [3, 10, 4096])
 def test_a_bad_byte_is_reported_where_python_finds_it_wherever_the_pieces_end(tmp_path, piece_bytes):
     data = "first line\nzweite Zeile: grüße\n日本語\n".encode() * 3 + b"\xff" + b"more\n"

@@ -1,0 +1,196 @@
+"""Nothing a user had is lost: a run's files as one set, safe temporary files, divergence caught before it
+saves, the earlier log kept, and every failure one line. Each test runs gpt.py as a user does."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, run_script, write_shakespeare
+
+QUICK = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()}
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Path:
+    folder = write_shakespeare(tmp_path / "run")
+    assert run_script("gpt.py", QUICK, folder).returncode == 0
+    return folder
+
+
+@pytest.mark.parametrize(
+    "out_file, message",
+    [
+        ("loss.png", "would write the model and the loss plot to the same file, loss.png"),
+        ("input.txt.char.tokens", "would write the model and the char token cache to the same file"),
+        ("input.txt.gpt2.tokens.json", "the model and the gpt2 token cache's description to the same file"),
+        ("train_log.csv", "would write the model and the log to the same file"),
+    ],
+)
+def test_a_model_named_like_another_file_of_the_run_is_refused_before_anything_is_written(trained, out_file, message):
+    before = snapshot(trained)
+    error = one_line_error(run_script("gpt.py", [*QUICK, f"--out_file={out_file}"], trained))
+    assert message in error
+    assert snapshot(trained) == before
+
+
+def test_a_link_planted_where_a_temporary_file_used_to_go_is_never_followed(trained):
+    victim = trained.parent / "victim.txt"
+    victim.write_text("precious")
+    for name in ("trained_model.pth.tmp", "trained_model.resume.pth.tmp", "input.txt.char.tokens.tmp"):
+        (trained / name).symlink_to(victim)
+    (trained / "input.txt").write_text((trained / "input.txt").read_text() + "\nmore\n")  # rebuilds the cache
+    assert run_script("gpt.py", [*QUICK, "--seed=5"], trained).returncode == 0
+    assert victim.read_text() == "precious"
+    assert not [p for p in trained.iterdir() if re.fullmatch(r"\..*\.tmp", p.name)]  # none left behind
+
+
+def test_temporary_files_of_a_killed_run_are_cleaned_up_and_a_live_runs_are_not(trained):
+    dead = trained / ".trained_model.pth.999999999.k1ll3d.tmp"  # no process has that id
+    live = trained / f".trained_model.pth.{os.getpid()}.alive0.tmp"  # this test's own process
+    dead.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    assert run_script("gpt.py", QUICK, trained).returncode == 0
+    assert not dead.exists() and live.exists()
+
+
+def test_a_loss_that_explodes_but_stays_finite_stops_before_it_replaces_the_model_or_the_state(trained):
+    before = snapshot(trained)
+    diverging = [*TINY, "--learning_rate=10", "--min_lr=0", "--warmup_iters=1", "--max_iters=40", "--eval_interval=5"]
+    error = one_line_error(run_script("gpt.py", diverging, trained))
+    assert "at step 5, far above the 4.13 of guessing uniformly: the run diverged" in error
+    assert snapshot(trained) == before  # model, resume state and log as the earlier run left them
+
+
+def test_a_resumed_run_that_diverges_is_stopped_the_same_way(trained):
+    def weights(name: str) -> dict:
+        checkpoint = torch.load(trained / name, weights_only=True)
+        return {"step": checkpoint["step"], **checkpoint["model"], **checkpoint.get("trained_model", {})}
+
+    before = {name: weights(name) for name in ("trained_model.pth", "trained_model.resume.pth")}
+    resumed = ["--resume", "--learning_rate=10", "--max_iters=60", "--eval_interval=5", "--warmup_iters=1"]
+    error = one_line_error(run_script("gpt.py", resumed, trained))
+    assert "the run diverged; try a lower --learning_rate" in error
+    for name, saved in before.items():  # it may save step 20 again, as it was, but nothing after it
+        after = weights(name)
+        assert after.keys() == saved.keys()
+        assert all(torch.equal(torch.as_tensor(after[k]), torch.as_tensor(saved[k])) for k in saved)
+
+
+def test_a_run_killed_before_its_first_evaluation_leaves_the_earlier_log_whole(trained):
+    before = (trained / "train_log.csv").read_bytes()
+    slow = [*TINY, "--eval_iters=100000", "--max_iters=20"]  # its first evaluation takes minutes
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "gpt.py"), *slow],
+        cwd=trained,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in process.stdout:
+        if line.startswith("model:"):  # set up, now evaluating step 0
+            break
+    time.sleep(1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert (trained / "train_log.csv").read_bytes() == before
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 2 MB file system of its own (tmpfs), so that a test can fill it. Needs root to mount."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)]).returncode == 0
+    )
+    if not mounted:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root and must be able to mount a tmpfs for the full-disk test")
+        pytest.skip("mounting a small file system needs root")
+    yield folder
+    subprocess.run(["umount", str(folder)])
+
+
+def test_a_full_disk_during_a_save_gets_one_line_and_leaves_the_earlier_files_and_no_temporary_one(small_disk):
+    write_shakespeare(small_disk)
+    assert run_script("gpt.py", QUICK, small_disk).returncode == 0
+    before = snapshot(small_disk)
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 100_000))  # room for the log, not a checkpoint
+    error = one_line_error(run_script("gpt.py", [*QUICK, "--seed=2"], small_disk))
+    assert "No space left on device" in error
+    after = snapshot(small_disk)
+    assert {name: after[name] for name in before} == before
+    assert not [p for p in small_disk.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_running_out_of_cpu_memory_inside_pytorch_gets_one_line(shakespeare):
+    # a 2-million-wide model asks PyTorch's allocator for terabytes: it raises a RuntimeError, not MemoryError
+    error = one_line_error(run_script("gpt.py", [*TINY, "--n_embd=2000000", "--n_head=1"], shakespeare))
+    assert "out of memory: use a smaller --batch_size, --block_size or model" in error
+
+
+def damage(path: Path, change) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("trained_model.pth", lambda c: c.update(tokenizer={}), "its tokenizer is {}"),
+        ("trained_model.pth", lambda c: c.update(step="ten"), "its 'step' is missing or not a int"),
+        ("trained_model.resume.pth", lambda c: c.pop("sampler"), "its 'sampler' is missing or not a dict"),
+        ("trained_model.resume.pth", lambda c: c.update(torch_rng=[1, 2]), "its 'torch_rng' is missing"),
+        ("trained_model.resume.pth", lambda c: c["optimizer"].update(state={0: "x"}), "its state does not fit"),
+    ],
+)
+def test_a_checkpoint_that_loads_but_is_inconsistent_gets_one_line(trained, name, change, message):
+    damage(trained / name, change)
+    before = snapshot(trained)
+    mode = "--resume" if "resume" in name else "--sample"
+    error = one_line_error(run_script("gpt.py", [mode, "--max_iters=30"], trained))
+    assert f"'{name}' is damaged" in error and message in error
+    assert snapshot(trained) == before
+
+
+def test_a_temperature_too_small_to_divide_by_is_refused_and_a_tiny_top_p_samples(trained):
+    assert "--temperature must be 0" in one_line_error(
+        run_script("gpt.py", ["--sample", "--temperature=1e-40"], trained)
+    )
+    result = run_script("gpt.py", ["--sample", "--top_p=1e-30", "--max_new_tokens=20"], trained)
+    assert result.returncode == 0, result.stderr  # only the likeliest token is left: greedy
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--learning_rate=-1"], "--learning_rate must be above 0, not -1.0"),
+        (["--learning_rate=nan"], "--learning_rate must be a finite number, not nan"),
+        (["--seed=18446744073709551615"], "--seed must be from 0 to 2**63 - 2"),
+    ],
+)
+def test_bigram_refuses_what_gpt_py_refuses_in_one_line(shakespeare, args, message):
+    assert message in one_line_error(run_script("bigram.py", args, shakespeare))
