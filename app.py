@@ -501,6 +501,8 @@ def build_inside_tab(model: gpt.GPT, tokenizer: gpt.Tokenizer, tab: "gr.Tab") ->
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        sys.exit(f"error: --port must be from 1 to 65535, not {args.port}")
     if gr is None:
         sys.exit("app.py needs gradio: pip install -r requirements-app.txt")
     try:

@@ -168,6 +168,13 @@ def test_without_a_checkpoint_app_says_how_to_make_one(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "-5"])
+def test_a_port_out_of_range_gets_one_line(tmp_path, port):
+    result = run_script("app.py", [f"--port={port}"], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: --port must be from 1 to 65535, not {port}"
+
+
 def test_without_gradio_app_says_how_to_install_it(tmp_path):
     # a fake gradio.py that fails to import, found before the real one: as on a machine without gradio
     (tmp_path / "gradio.py").write_text("raise ImportError('no gradio here')\n")
