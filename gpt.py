@@ -40,8 +40,8 @@ class Hyperparameters:
     gelu: str = "exact"  # the MLP's GELU: 'exact', or GPT-2's 'tanh' approximation (see MLP)
     # training
     batch_size: int = 32  # sequences per micro-batch: one forward and backward pass (8-64)
-    grad_accum_steps: int = 1  # micro-batches per optimizer step (in all, under torchrun)
-    max_iters: int = 2250  # optimizer steps in the whole run (minutes on a laptop CPU)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (the total, under torchrun)
+    max_iters: int = 2250  # optimizer steps in the whole run; the last evaluates and saves
     learning_rate: float = 2e-3  # peak learning rate (1e-4 to 3e-3; smaller for bigger models)
     min_lr: float = 2e-4  # learning rate at the end of the cosine decay (about learning_rate / 10)
     warmup_iters: int = 100  # steps over which the learning rate climbs up to learning_rate
@@ -139,7 +139,7 @@ def get_batch(data: np.ndarray, starts: torch.Tensor, block_size: int, device: s
 
 
 # -----------------------------------------------------------------------------
-# The model: GPT-2's architecture, layer by layer. B, T, C: batch, time (tokens), channels.
+# The model: GPT-2's architecture, layer by layer. B, T, C: batch, time (tokens), n_embd.
 
 
 @dataclass
@@ -151,8 +151,8 @@ class GPTConfig:  # the model's shape; the optional fields default to GPT-2's ch
     n_embd: int
     dropout: float = 0.0
     bias: bool = True
-    gelu: str = "tanh"  # 'tanh' or 'exact' (see MLP)
-    attention: str = "sdpa"  # 'sdpa' or 'by_hand': the same math, at different speeds
+    gelu: str = "tanh"  # GPT-2's 'tanh', or 'exact' as Hyperparameters trains (see MLP)
+    attention: str = "sdpa"  # or 'by_hand': the same math; Part 2 picks the faster here
 
 
 def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0
@@ -168,7 +168,7 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
     scores = q @ k.transpose(-2, -1) / math.sqrt(head_size)  # (B, n_head, T, T_all)
     # the causal mask: a token may not look at later tokens; -inf there gives them weight 0
     future = torch.full((T, T_all), float("-inf"), dtype=scores.dtype, device=q.device)
-    future = future.triu(diagonal=T_all - T + 1)  # -inf right of the diagonal (shifted by cache)
+    future = future.triu(diagonal=T_all - T + 1)  # -inf where the key comes after the query
     weights = F.softmax(scores + future, dim=-1)  # (B, n_head, T, T_all), each row sums to 1
     weights = F.dropout(weights, dropout)  # in training, ignore some tokens at random
     return weights @ v  # (B, n_head, T, head_size)
@@ -199,7 +199,7 @@ class CausalSelfAttention(nn.Module):
         if self.attention == "by_hand":  # the same math either way (tests/test_model.py)
             y = attention_by_hand(q, k, v, dropout)
         else:  # one fused kernel that never stores the (T, T) weights: flash attention on GPUs.
-            # stream() feeds a whole window to an empty cache, or 1 new token that needs no mask
+            # is_causal masks as above when T == T_all; stream() has T == 1 (no mask) otherwise
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))
@@ -295,7 +295,7 @@ class GPT(nn.Module):
     def stream(
         self, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True, **sampling
     ) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one at a time, each sampled after the rest.
+        """Yield max_new_tokens new tokens (B, 1), one at a time, each drawn given all before it.
 
         The KV cache keeps every layer's keys and values of the tokens seen, so a new token costs
         one token's compute. Positions are absolute (learned wpe): when the text outgrows
@@ -395,7 +395,7 @@ def train_step(
             _, loss = model(x, y)
         # gradients add up over micro-batches: dividing by their number makes them the mean.
         # scaler (fp16 only) scales the loss up so small gradients do not round to 0 in fp16
-        with sync_gradients(model, i == len(batches) - 1):  # torchrun: once, after the last
+        with sync_gradients(model, i == len(batches) - 1):  # torchrun only: after the last
             scaler.scale(loss / len(batches)).backward()
         mean_loss = mean_loss + loss.detach() / len(batches)
     if grad_clip > 0:
@@ -413,11 +413,11 @@ def train(model: GPT, data: dict, tokenizer: Tokenizer, hp: Hyperparameters, hw:
     optimizer = make_optimizer(model, hp, hw.fused_adamw)
     # evaluate, keep and sample a moving average of the weights (with ema_decay=0, the weights)
     averaged = copy.deepcopy(model).requires_grad_(False) if hp.ema_decay else model
-    # fp16's narrow range needs the loss scaled up; bf16 has fp32's range (enabled=False: no-op)
+    # fp16 (GPUs without bf16) needs the loss scaled up; bf16 has fp32's range: a no-op there
     scaler = torch.amp.GradScaler(hw.device_type, enabled=hw.dtype == torch.float16)
-    # run restores --resume's state into these; its sampler draws random_starts (Part 2)
+    # run puts --resume's state back into these; sampler keeps the batches' random generator
     sampler = run.start(model, averaged, optimizer, scaler)
-    train_model = hw.for_training(model)  # compiled, or shared by torchrun's processes (Part 2)
+    train_model = hw.for_training(model)  # the same weights, compiled or shared under torchrun
     for step in run.steps():  # start..max_iters inclusive; stops cleanly on Ctrl-C (Part 2)
         lr = get_lr(step, hp)
         for group in optimizer.param_groups:
@@ -432,7 +432,7 @@ def train(model: GPT, data: dict, tokenizer: Tokenizer, hp: Hyperparameters, hw:
         if step == hp.max_iters:
             break  # the last step only evaluates, so a run always ends on a saved checkpoint
         t0 = time.time()
-        starts = sampler.next_step()  # grad_accum_steps random_starts (a share, under torchrun)
+        starts = sampler.next_step()  # grad_accum_steps tensors of batch_size random_starts
         batches = [get_batch(data["train"], s, hp.block_size, hw.device) for s in starts]
         loss = train_step(train_model, optimizer, scaler, batches, hp.grad_clip, hw.autocast)
         update_average(averaged, model, step, hp.ema_decay)
