@@ -21,8 +21,9 @@ import gpt
 try:
     import gradio as gr
     import pandas as pd  # a dependency of gradio's: its plots take DataFrames
+    from starlette.middleware import Middleware  # gradio's web framework
 except ImportError:
-    gr = pd = None  # main() says how to install it
+    gr = pd = Middleware = None  # main() says how to install it
 try:
     import matplotlib
 
@@ -37,11 +38,36 @@ MAX_OUTPUTS = 8  # outputs per click, drawn together as one batch
 MAX_TEMPERATURE = 2.0  # above 2 the text is noise
 MIN_TOP_P = 0.01  # top-p 0 would cut every token; 0.01 keeps at least the likeliest
 MAX_SEED = 2**31 - 1
+MAX_BODY_BYTES = 1_000_000  # a request's body: a prompt at its limit takes a few kilobytes
 UPDATE_SECONDS = 0.1  # how often the text so far is sent to the page: often enough to look live
 TOP_TOKENS = 10  # next tokens shown on the "Look inside" tab
 # One model serves every visitor, one computation at a time: gpt.attention_maps hooks the model's
 # blocks while it runs, and a forward pass in another thread would feed the hooks its tokens.
 MODEL_LOCK = threading.Lock()
+
+
+class RefuseLargeBodies:
+    """Middleware that answers 413 to a request whose body is over max_bytes before anything
+    reads it, so a huge post cannot fill the server's memory ahead of the prompt limit."""
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if scope["type"] == "http" and declared.isdigit() and int(declared) > self.max_bytes:
+            await send({"type": "http.response.start", "status": 413, "headers": []})
+            await send({"type": "http.response.body", "body": b"request body too large"})
+            return
+        received = 0
+
+        async def counting_receive() -> dict:  # a body sent in chunks, with no length declared
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return {"type": "http.disconnect"} if received > self.max_bytes else message
+
+        await self.app(scope, counting_receive if scope["type"] == "http" else receive, send)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -519,6 +545,7 @@ def main(argv: list[str]) -> None:
             share=args.share,
             quiet=True,
             prevent_thread_lock=True,
+            app_kwargs={"middleware": [Middleware(RefuseLargeBodies, max_bytes=MAX_BODY_BYTES)]},
         )
     except OSError as e:  # the port is taken, or the host is not this machine's
         sys.exit(f"error: cannot serve on {args.host}:{args.port}: {first_sentence(e)}; "

@@ -1,5 +1,6 @@
 """app.py, the web page: started as a user starts it, and called as the page calls it (gradio_client)."""
 
+import http.client
 import importlib
 import os
 import socket
@@ -166,6 +167,21 @@ def test_without_a_checkpoint_app_says_how_to_make_one(tmp_path):
     assert result.returncode != 0
     assert "python gpt.py" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_huge_request_is_refused_before_it_is_read_and_the_page_keeps_answering(tmp_path_factory):
+    require("gradio")
+    with serve_app(tiny_checkpoint(tmp_path_factory)) as url:
+        # the headers announce 50 MB (against a 2,000-character prompt); the answer comes before any of it
+        host, port = url.removeprefix("http://").strip("/").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.putrequest("POST", "/gradio_api/call/generate")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(50_000_000))
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
+        urllib.request.urlopen(url, timeout=30).close()  # still serving
 
 
 @pytest.mark.parametrize("port", ["99999", "0", "-5"])
