@@ -89,7 +89,7 @@ def describe(checkpoint: dict, model: gpt.GPT, tokenizer: gpt.Tokenizer) -> str:
     """The model's facts in one line: size, tokenizer, how good it got, and where it was trained."""
     facts = [
         f"{model.num_params():,} parameters",
-        f"{tokenizer.to_dict()['kind']} tokenizer ({tokenizer.vocab_size:,} tokens)",
+        f"{gpt.tokenizer_info(tokenizer)['kind']} tokenizer ({tokenizer.vocab_size:,} tokens)",
         f"val loss {checkpoint.get('best_val_loss', float('nan')):.4f}",
         f"step {checkpoint.get('step', 0):,}",
     ]

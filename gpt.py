@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-import tiktoken
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+try:  # Ctrl-C while these load (a second or two) stops quietly, as it does everywhere else
+    import numpy as np
+    import tiktoken
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 # -----------------------------------------------------------------------------
 # The knobs to edit. Each can also be set for one run as --name=value (--n_layer=6).
@@ -86,9 +89,6 @@ class CharTokenizer:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 
-    def to_dict(self) -> dict:
-        return {"kind": "char", "chars": self.chars}
-
 
 class GPT2Tokenizer:
     """GPT-2's byte-pair encoding (tiktoken): 50,257 tokens, about 4 characters each in English."""
@@ -103,9 +103,6 @@ class GPT2Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(ids)  # bytes that are not valid UTF-8 become U+FFFD
-
-    def to_dict(self) -> dict:
-        return {"kind": "gpt2"}
 
 
 Tokenizer = CharTokenizer | GPT2Tokenizer
@@ -1202,14 +1199,14 @@ class Run:
         hp = self.hp
         kind = self.state["tokenizer"]["kind"] if self.state else hp.tokenizer
         tokens, tokenizer = load_tokens(hp.input_file, kind)
-        if self.state and tokenizer_from(self.state).to_dict() != tokenizer.to_dict():
+        if self.state and self.state["tokenizer"] != tokenizer_info(tokenizer):
             saved = tokenizer_from(self.state)  # map the text's character ids to the saved ones
             check_readable(saved, tokenizer.chars)
             tokens = np.array(saved.encode(tokenizer.chars), dtype=np.uint16)[tokens]
             tokenizer = saved
         train_data, val_data = split_long_enough(tokens, hp.block_size)
         check_readable(tokenizer, hp.prompt)  # say so now, not at the first sample
-        vocabulary = f"{tokenizer.vocab_size:,}-token {tokenizer.to_dict()['kind']}"
+        vocabulary = f"{tokenizer.vocab_size:,}-token {tokenizer_info(tokenizer)['kind']}"
         batches = len(tokens) // (hp.batch_size * hp.block_size)
         print(f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = "
               f"{batches:,} batches of {hp.batch_size} x {hp.block_size}; training on the first "
@@ -1292,7 +1289,7 @@ class Run:
 
     def model_file(self, step: int) -> dict:
         """What --sample needs: the weights and everything that says how to read them."""
-        return {"model": self.averaged.state_dict(), "tokenizer": self.tokenizer.to_dict(),
+        return {"model": self.averaged.state_dict(), "tokenizer": tokenizer_info(self.tokenizer),
                 "config": dataclasses.asdict(self.model.config), "step": step,
                 "best_val_loss": self.best_val_loss,
                 "hyperparameters": dataclasses.asdict(self.hp)}  # fmt: skip
@@ -1483,6 +1480,13 @@ def make_tokenizer(kind: str, text: str = "", chars: str = "") -> Tokenizer:
              "once, or set TIKTOKEN_CACHE_DIR to a folder that has them")  # fmt: skip
 
 
+def tokenizer_info(tokenizer: Tokenizer) -> dict:
+    """What a checkpoint or a token cache records of a tokenizer, to make it again."""
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return {"kind": "gpt2"}
+    return {"kind": "char", "chars": tokenizer.chars}
+
+
 def tokenizer_from(checkpoint: dict) -> Tokenizer:
     info = checkpoint["tokenizer"]
     return make_tokenizer(info["kind"], chars=info.get("chars", ""))
@@ -1611,7 +1615,7 @@ def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
             for ids in encode_batch(tokenizer, batch):
                 f.write(np.array(ids, dtype=np.uint16).tobytes())
                 n_tokens += len(ids)
-    info = {**text_id, "tokens": n_tokens, **tokenizer.to_dict()}
+    info = {**text_id, "tokens": n_tokens, **tokenizer_info(tokenizer)}
     with replacing(cache + ".json", advice) as f:
         f.write(json.dumps(info).encode())
     return info

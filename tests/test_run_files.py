@@ -194,3 +194,18 @@ def test_a_temperature_too_small_to_divide_by_is_refused_and_a_tiny_top_p_sample
 )
 def test_bigram_refuses_what_gpt_py_refuses_in_one_line(shakespeare, args, message):
     assert message in one_line_error(run_script("bigram.py", args, shakespeare))
+
+
+def test_ctrl_c_while_the_libraries_load_stops_quietly(shakespeare):
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "gpt.py"), *TINY],
+        cwd=shakespeare,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # torch takes a second or more to import
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert out == ""  # it had not got as far as its first line
+    assert process.returncode == 130 and "Traceback" not in err, err
