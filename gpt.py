@@ -1191,6 +1191,7 @@ class Run:
         if self.pretrained:
             use_attention(self.pretrained, hw.attention)
         self.best_val_loss, self.start_step, self.elapsed_before = float("inf"), 0, 0.0
+        self.first_val_loss = None  # this session's first evaluation, to tell divergence by
         self.interrupted = False
 
     def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
@@ -1313,11 +1314,16 @@ class Run:
         process's losses["val"] becomes rank 0's."""
         hp = self.hp
         losses["val"] = agree_on(losses["val"], self.hw)
-        uniform = math.log(self.model.config.vocab_size)  # the loss of guessing uniformly
-        if not losses["val"] <= uniform + 1:  # (nan too) caught before anything is saved
-            fail(f"the val loss is {losses['val']:.4g} at step {step}, far above the {uniform:.2f} "
-                 "of guessing uniformly: the run diverged; try a lower --learning_rate. Nothing "
-                 "was saved after it went bad")  # fmt: skip
+        # diverged: a val loss (or nan) well above both guessing uniformly and where this session
+        # began (a fresh model can start above uniform); caught before anything is saved
+        uniform = math.log(self.model.config.vocab_size)
+        if self.first_val_loss is None:
+            self.first_val_loss = losses["val"]
+        if not losses["val"] <= max(uniform, self.first_val_loss) + 1:
+            fail(f"the val loss is {losses['val']:.4g} at step {step}, more than 1 above both its "
+                 f"first evaluation ({self.first_val_loss:.2f}) and guessing uniformly "
+                 f"({uniform:.2f}): the run diverged; try a lower --learning_rate. Nothing was "
+                 "saved after it went bad")  # fmt: skip
         if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
             self.save_state(step)  # a run resumed from here evaluates this step again
         tokens = step * self.tokens_per_step
