@@ -735,6 +735,10 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
         print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} "
               f"to {rounded}")  # fmt: skip
         hp = dataclasses.replace(hp, grad_accum_steps=rounded)
+    if state and state["finished"] and state["step"] == hp.max_iters:
+        print(f"the saved run already ended at step {hp.max_iters} of --max_iters={hp.max_iters}; "
+              f"to train on, add --max_iters=M with M above {hp.max_iters}")  # fmt: skip
+        raise SystemExit(0)
     if state and state["step"] > hp.max_iters:
         fail(f"the saved run is at step {state['step']}, past --max_iters={hp.max_iters}: "
              "raise --max_iters to go on")  # fmt: skip
@@ -1018,7 +1022,8 @@ FORMAT = 2  # of the checkpoints this gpt.py writes; a file of another format is
 MODEL_FILE = dict(model=dict, config=dict, tokenizer=dict, step=int, best_val_loss=float,
                   hyperparameters=dict)  # fmt: skip
 RESUME_FILE = dict(trained_model=dict, optimizer=dict, sampler=dict, scaler=dict,
-                   torch_rng=torch.Tensor, cuda_rng=list, elapsed_s=float)  # fmt: skip
+                   torch_rng=torch.Tensor, cuda_rng=list, elapsed_s=float,
+                   finished=bool)  # fmt: skip
 
 
 def resume_path(out_file: str) -> str:
@@ -1295,7 +1300,7 @@ class Run:
                 "best_val_loss": self.best_val_loss,
                 "hyperparameters": dataclasses.asdict(self.hp)}  # fmt: skip
 
-    def save_state(self, step: int) -> None:
+    def save_state(self, step: int, finished: bool = False) -> None:
         """Everything --resume needs to go on as if the run had never stopped."""
         if not self.hw.master:
             return
@@ -1306,6 +1311,7 @@ class Run:
             "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": [torch.cuda.get_rng_state(hw.device)] if hw.device_type == "cuda" else [],
             "elapsed_s": self.elapsed_before + time.time() - self.start_time,
+            "finished": finished,  # evaluated its last step: --resume has nothing left to do
         })  # fmt: skip
         self.flush_log()  # once the state is saved, the log that goes with it
 
@@ -1324,14 +1330,6 @@ class Run:
                  f"first evaluation ({self.first_val_loss:.2f}) and guessing uniformly "
                  f"({uniform:.2f}): the run diverged; try a lower --learning_rate. Nothing was "
                  "saved after it went bad")  # fmt: skip
-        if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
-            self.save_state(step)  # a run resumed from here evaluates this step again
-        tokens = step * self.tokens_per_step
-        elapsed = self.elapsed_before + time.time() - self.start_time
-        self.write_log({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
-                        "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
-                        "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
-        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         # out_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not
         # trained, and saving it would replace an earlier run's model) unless the run ends there
         reached = losses["val"] <= hp.target_loss
@@ -1339,6 +1337,14 @@ class Run:
             self.best_val_loss = losses["val"]
             if self.hw.master:
                 save_checkpoint(hp.out_file, self.model_file(step))
+        if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
+            self.save_state(step, finished=step == hp.max_iters)  # resumed, it evaluates it again
+        tokens = step * self.tokens_per_step
+        elapsed = self.elapsed_before + time.time() - self.start_time
+        self.write_log({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
+                        "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
+                        "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
+        tqdm.write(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if reached:
             tqdm.write(
                 f"reached the target val loss {hp.target_loss} at step {step}: stopping early"
@@ -1405,8 +1411,10 @@ class Run:
             raise SystemExit(0)
         self.flush_log()  # a run that ended at step 0 has its one row still waiting
         hp = self.hp
-        print(f"done in {time.time() - self.start_time:.0f} s; best val loss "
-              f"{self.best_val_loss:.4f}, saved to {hp.out_file}")  # fmt: skip
+        session = time.time() - self.start_time
+        also = f" ({self.elapsed_before + session:.0f} s in all)" if self.elapsed_before else ""
+        print(f"done in {session:.0f} s{also}; best val loss {self.best_val_loss:.4f}, saved to "
+              f"{hp.out_file}")  # fmt: skip
         plot_losses(log_path(hp.out_file))
         model.load_state_dict(load_checkpoint(hp.out_file, self.hw.device)["model"])
         return model

@@ -183,7 +183,7 @@ def snapshot(folder: Path) -> dict:
         ),
         (None, ["--resume", "--n_layer=3"], "cannot resume with --n_layer=3"),
         (None, ["--resume", "--gelu=tanh"], "cannot resume with --gelu=tanh: the saved model has gelu=exact"),
-        ("greek.txt", ["--resume", "--input_file=greek.txt"], "vocabulary lacks: 'αβγ'"),
+        ("greek.txt", ["--resume", "--input_file=greek.txt", "--max_iters=30"], "vocabulary lacks: 'αβγ'"),
         (None, ["--resume", "--out_file=other.pth"], "nothing to resume: no 'other.resume.pth' here"),
         (None, ["--sample", "--out_file=other.pth"], "no checkpoint at 'other.pth': train one first"),
         (None, ["--prompt=Grüße"], "vocabulary lacks: 'ßü'"),  # found before training, not at the first sample

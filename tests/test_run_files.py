@@ -209,3 +209,20 @@ def test_ctrl_c_while_the_libraries_load_stops_quietly(shakespeare):
     out, err = process.communicate(timeout=60)
     assert out == ""  # it had not got as far as its first line
     assert process.returncode == 130 and "Traceback" not in err, err
+
+
+def test_resuming_a_finished_run_says_so_and_touches_nothing(trained):
+    before = snapshot(trained)
+    result = run_script("gpt.py", ["--resume"], trained)
+    assert result.returncode == 0, result.stderr
+    assert "the saved run already ended at step 20 of --max_iters=20; to train on, add --max_iters=M" in result.stdout
+    assert "--- sample" not in result.stdout  # nothing evaluated, saved, plotted or sampled again
+    assert snapshot(trained) == before
+
+
+def test_a_resumed_run_starts_from_the_best_loss_its_model_file_holds_and_says_how_long_it_all_took(trained):
+    best = torch.load(trained / "trained_model.pth", weights_only=True)["best_val_loss"]
+    result = run_script("gpt.py", ["--resume", "--max_iters=30", "--max_new_tokens=1"], trained)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming at step 20 (best val loss so far {best:.4f})" in result.stdout
+    assert re.search(r"done in \d+ s \(\d+ s in all\)", result.stdout)
