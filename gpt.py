@@ -583,6 +583,11 @@ CHOICES = dict(
 )  # fmt: skip
 MODES = ("sample", "export_hf", "resume")  # one at a time
 MODEL_SHAPE = ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu")
+# what --sample and --export_hf read; any other setting given with them does nothing
+SAMPLE_READS = {"sample", "out_file", "init_from", "prompt", "prompt_file", "num_samples", "seed",
+                "max_new_tokens", "temperature", "top_k", "top_p", "kv_cache", "device", "dtype",
+                "attention", *MODEL_SHAPE}  # fmt: skip
+EXPORT_READS = {"export_hf", "out_file", "device"}
 
 
 def parse_overrides(argv: list[str], settings: type = Settings) -> dict:
@@ -753,6 +758,9 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
         print(f"not compiling: {problem}")
         hp = dataclasses.replace(hp, compile=False)
     if hp.sample or hp.export_hf:  # loaded once the hardware is known
+        mode, reads = ("sample", SAMPLE_READS) if hp.sample else ("export_hf", EXPORT_READS)
+        if ignored := [f"--{name}" for name in overrides if name not in reads]:
+            print(f"--{mode} ignores {', '.join(ignored)}: they are for training a model")
         return hp, functools.partial(saved_model, hp, overrides)
     if hp.init_from and not state:  # fine-tune GPT-2: its weights, its shape and tokenizer
         return start_from_gpt2(hp, overrides)

@@ -226,3 +226,12 @@ def test_a_resumed_run_starts_from_the_best_loss_its_model_file_holds_and_says_h
     assert result.returncode == 0, result.stderr
     assert f"resuming at step 20 (best val loss so far {best:.4f})" in result.stdout
     assert re.search(r"done in \d+ s \(\d+ s in all\)", result.stdout)
+
+
+def test_sampling_names_the_flags_it_ignores_and_still_samples(trained):
+    # the training command with --sample added: --input_file is not read, the text is the model's
+    args = ["--sample", "--input_file=other.txt", "--max_iters=5", "--max_new_tokens=3"]
+    result = run_script("gpt.py", args, trained)
+    assert result.returncode == 0, result.stderr
+    assert "--sample ignores --input_file, --max_iters: they are for training a model" in result.stdout
+    assert "--- sample 1 of 2 ---" in result.stdout
