@@ -516,6 +516,7 @@ import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import zipfile  # noqa: E402
@@ -1205,6 +1206,7 @@ class Run:
             use_attention(self.pretrained, hw.attention)
         self.best_val_loss, self.start_step, self.elapsed_before = float("inf"), 0, 0.0
         self.first_val_loss = None  # this session's first evaluation, to tell divergence by
+        self.step_seconds, self.first_eval_seconds = [], 0.0  # to say how long the run takes
         self.interrupted = False
 
     def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
@@ -1327,6 +1329,8 @@ class Run:
         """Log the losses; keep the model if its val loss is the best yet. Under torchrun every
         process's losses["val"] becomes rank 0's."""
         hp = self.hp
+        if self.first_val_loss is None:  # this session's first evaluation, the first thing it did
+            self.first_eval_seconds = time.time() - self.start_time
         losses["val"] = agree_on(losses["val"], self.hw)
         # diverged: a val loss (or nan) well above both guessing uniformly and where this session
         # began (a fresh model can start above uniform); caught before anything is saved
@@ -1405,6 +1409,20 @@ class Run:
         self.progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=f"{epoch:.2f}",
                                   tok_s=f"{tokens_per_sec:,.0f}", refresh=False)  # fmt: skip
         self.progress.update()
+        self.step_seconds.append(seconds)
+        if len(self.step_seconds) == 10:  # once, when the first steps are measured
+            self.say_how_long(step)
+
+    def say_how_long(self, step: int) -> None:
+        """What the rest of the run will take, from the median of its first steps (the first one,
+        which sets things up, is left out), and its evaluations at the first one's cost."""
+        hp, per_step = self.hp, statistics.median(self.step_seconds[1:])
+        steps_left = hp.max_iters - step - 1
+        evaluations = steps_left // hp.eval_interval + 1
+        seconds = steps_left * per_step + evaluations * self.first_eval_seconds
+        more = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+        tqdm.write(f"about {more} more: {steps_left:,} steps at {per_step:.3g} s and "
+                   f"{evaluations} evaluations at {self.first_eval_seconds:.2g} s")  # fmt: skip
 
     def finish(self, model: GPT) -> GPT:
         """Close the files, draw the plot, and return model holding the best weights saved.

@@ -235,3 +235,10 @@ def test_sampling_names_the_flags_it_ignores_and_still_samples(trained):
     assert result.returncode == 0, result.stderr
     assert "--sample ignores --input_file, --max_iters: they are for training a model" in result.stdout
     assert "--- sample 1 of 2 ---" in result.stdout
+
+
+def test_a_run_says_how_long_it_will_take_once_its_first_steps_are_measured(shakespeare):
+    result = run_script("gpt.py", [*TINY, "--max_iters=40", "--eval_interval=20", "--max_new_tokens=1"], shakespeare)
+    assert result.returncode == 0, result.stderr
+    said = re.search(r"about \d+ s more: 30 steps at [\d.e-]+ s and 2 evaluations at [\d.e-]+ s", result.stdout)
+    assert said, result.stdout
