@@ -1067,6 +1067,8 @@ def replacing(path: str, advice: str) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # a full disk (torch's zip writer: RuntimeError), ...
         reason = getattr(e, "strerror", None) or str(e).split("\n")[0][:80]
+        if isinstance(e, RuntimeError) and shutil.disk_usage(folder or ".").free < 1 << 20:
+            reason = "No space left on device"  # torch's zip writer only says "unexpected pos"
         fail(f"cannot write {path!r} ({reason}): {advice}")
     finally:
         if tmp and os.path.exists(tmp):

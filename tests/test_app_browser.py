@@ -73,7 +73,9 @@ def test_the_look_inside_tab_draws_the_next_tokens_the_attention_and_the_surpris
         expect(page.locator("#surprise").get_by_text("W", exact=True)).to_be_visible()  # a shaded token
         page.screenshot(path=tmp_path / "app_inside.png", full_page=True)
         # clicking the likeliest token adds it to the text, and the views follow
-        page.get_by_role("radio").first.check()
+        # click, not check(): the page clears the choice once it has added the token, so the radio
+        # may already be unchecked again when Playwright looks
+        page.get_by_role("radio").first.click()
         expect(text).to_have_value(re.compile(r"^ROMEO: Wh.$", re.DOTALL), timeout=30_000)
         expect(page.get_by_text("likeliest next tokens after 10 tokens")).to_be_visible(timeout=30_000)
     if os.environ.get("APP_INSIDE_SCREENSHOT"):
