@@ -1411,9 +1411,10 @@ class Run:
         self.progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=f"{epoch:.2f}",
                                   tok_s=f"{tokens_per_sec:,.0f}", refresh=False)  # fmt: skip
         self.progress.update()
-        self.step_seconds.append(seconds)
-        if len(self.step_seconds) == 10:  # once, when the first steps are measured
-            self.say_how_long(step)
+        if len(self.step_seconds) < 10:  # once the first steps are measured, say how long it takes
+            self.step_seconds.append(seconds)
+            if len(self.step_seconds) == 10:
+                self.say_how_long(step)
 
     def say_how_long(self, step: int) -> None:
         """What the rest of the run will take, from the median of its first steps (the first one,

@@ -42,6 +42,18 @@ def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> s
     )
 
 
+def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
+    """gpt.py in the background, its output unbuffered so the test can follow it line by line."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "gpt.py"), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def train_log(folder: Path) -> list[dict]:
     """The rows of a run's train_log.csv, without the wall-clock column (which differs run to run)."""
     with open(folder / "train_log.csv") as f:

@@ -6,29 +6,14 @@ import random
 import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, TINY, copy_of, run_script, train_log, write_shakespeare
+from conftest import REPO, TINY, copy_of, run_script, start_gpt, train_log, write_shakespeare
 from gpt import GPT, GPTConfig, load_checkpoint, resume_command
-
-
-def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
-    """gpt.py in the background, its output unbuffered so the test can follow it line by line."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "gpt.py"), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def digest(path: Path) -> str:

@@ -5,14 +5,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_script, write_shakespeare
+from conftest import TINY, run_script, start_gpt, write_shakespeare
 
 QUICK = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
 
@@ -98,14 +97,7 @@ def test_a_resumed_run_that_diverges_is_stopped_the_same_way(trained):
 def test_a_run_killed_before_its_first_evaluation_leaves_the_earlier_log_whole(trained):
     before = (trained / "train_log.csv").read_bytes()
     slow = [*TINY, "--eval_iters=100000", "--max_iters=20"]  # its first evaluation takes minutes
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "gpt.py"), *slow],
-        cwd=trained,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = start_gpt(slow, trained)
     for line in process.stdout:
         if line.startswith("model:"):  # set up, now evaluating step 0
             break
@@ -197,13 +189,7 @@ def test_bigram_refuses_what_gpt_py_refuses_in_one_line(shakespeare, args, messa
 
 
 def test_ctrl_c_while_the_libraries_load_stops_quietly(shakespeare):
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "gpt.py"), *TINY],
-        cwd=shakespeare,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_gpt(TINY, shakespeare)
     time.sleep(0.5)  # torch takes a second or more to import
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
