@@ -74,7 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Serve a web page that generates text with a trained model."
     )
-    parser.add_argument("--checkpoint", default="trained_model.pth", help="the model gpt.py saved")
+    parser.add_argument(  # gpt.py's name for the same file; --checkpoint is its earlier name here
+        "--model_file", "--checkpoint", default="trained_model.pth", help="the model gpt.py saved"
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network)"
     )
@@ -398,7 +400,9 @@ def build_write_tab(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> None:
                 info=f"Up to {MAX_PROMPT_CHARS:,} characters. A char model reads only "
                 "the characters it saw.",
             )
-            button = gr.Button("Generate", variant="primary")
+            with gr.Row():
+                button = gr.Button("Generate", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
         with gr.Column(scale=2):
             length = gr.Slider(
                 1, MAX_NEW_TOKENS, value=300, step=1, label="max length (new tokens)"
@@ -419,13 +423,18 @@ def build_write_tab(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> None:
     # preprocess=False: the values reach generate() as sent and it clamps them itself. (Gradio
     # would reject an out-of-range slider value instead.) One generation at a time; the rest
     # wait in the queue. top_p comes last, so scripts that send the first six still work.
-    button.click(
+    writing = button.click(
         make_generate(model, tokenizer),
         [prompt, length, outputs, temperature, top_k, seed, top_p],
         [status, *boxes],
         api_name="generate",
         preprocess=False,
         concurrency_limit=1,
+    )
+    # Stop cancels the generation between two tokens; the text so far stays in the boxes. The
+    # status changes after the cancel, so that no late update of the generation overwrites it
+    stop.click(None, cancels=[writing], api_visibility="private").then(
+        lambda: "Stopped.", None, status, queue=False, api_visibility="private"
     )
 
 
@@ -533,7 +542,7 @@ def main(argv: list[str]) -> None:
         sys.exit("app.py needs gradio: pip install -r requirements-app.txt")
     try:
         # small models generate fine in fp32 on a CPU
-        model, tokenizer, checkpoint = gpt.load_model(args.checkpoint, "cpu")
+        model, tokenizer, checkpoint = gpt.load_model(args.model_file, "cpu")
     except gpt.UserError as e:
         sys.exit(f"error: {e}")
     page = build_page(model, tokenizer, describe(checkpoint, model, tokenizer))
@@ -551,7 +560,7 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: cannot serve on {args.host}:{args.port}: {first_sentence(e)}; "
                  "try another --port or --host")  # fmt: skip
     also = f" and {share_url}" if share_url else ""
-    print(f"serving {args.checkpoint} at {local_url}{also} (Ctrl+C stops)")
+    print(f"serving {args.model_file} at {local_url}{also} (Ctrl+C stops)")
     page.block_thread()
 
 

@@ -516,9 +516,12 @@ import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import urllib.parse  # noqa: E402
+import urllib.request  # noqa: E402
 import zipfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from types import ModuleType  # noqa: E402
@@ -554,10 +557,10 @@ class Settings(Hyperparameters):
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size)
     # modes and files
     init_from: str = ""  # fine-tune OpenAI's GPT-2: 'gpt2', 'gpt2-medium', ... or a folder
-    export_hf: str = ""  # --export_hf=DIR: write out_file as a Hugging Face GPT-2, then stop
-    out_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
-    resume: bool = False  # --resume: continue the run saved beside out_file (*.resume.pth)
-    sample: bool = False  # --sample: no training; print samples of out_file (or of init_from)
+    export_hf: str = ""  # --export_hf=DIR: write model_file as a Hugging Face GPT-2, then stop
+    model_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
+    resume: bool = False  # --resume: continue the run saved beside model_file (*.resume.pth)
+    sample: bool = False  # --sample: no training; print samples of model_file (or of init_from)
     prompt_file: str = ""  # read the prompt from this file
 
 
@@ -569,7 +572,8 @@ CUDA_DEFAULTS = dict(
     eval_iters=200, compile=True,
 )  # fmt: skip
 
-PATHS = ("input_file", "out_file", "prompt_file", "init_from", "export_hf")  # ~ means home
+OLD_NAMES = {"out_file": "model_file"}  # earlier spellings, still read so that scripts keep working
+PATHS = ("input_file", "model_file", "prompt_file", "init_from", "export_hf")  # ~ means home
 AT_LEAST = dict(
     n_layer=1, n_head=1, n_embd=1, batch_size=1, grad_accum_steps=1, eval_interval=1,
     eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0,
@@ -585,10 +589,10 @@ CHOICES = dict(
 MODES = ("sample", "export_hf", "resume")  # one at a time
 MODEL_SHAPE = ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu")
 # what --sample and --export_hf read; any other setting given with them does nothing
-SAMPLE_READS = {"sample", "out_file", "init_from", "prompt", "prompt_file", "num_samples", "seed",
+SAMPLE_READS = {"sample", "model_file", "init_from", "prompt", "prompt_file", "num_samples", "seed",
                 "max_new_tokens", "temperature", "top_k", "top_p", "kv_cache", "device", "dtype",
                 "attention", *MODEL_SHAPE}  # fmt: skip
-EXPORT_READS = {"export_hf", "out_file", "device"}
+EXPORT_READS = {"export_hf", "model_file", "device"}
 
 
 def parse_overrides(argv: list[str], settings: type = Settings) -> dict:
@@ -603,6 +607,7 @@ def parse_overrides(argv: list[str], settings: type = Settings) -> dict:
     overrides = {}
     for arg in argv:
         name, has_value, value = arg.removeprefix("--").partition("=")
+        name = OLD_NAMES.get(name, name)
         if not arg.startswith("--"):
             fail(f"{arg!r} is not a setting: write settings as --name=value, with no spaces")
         if name not in types:
@@ -619,7 +624,7 @@ def parse_overrides(argv: list[str], settings: type = Settings) -> dict:
         if not (value or name == "prompt"):  # an empty --export_hf= (an unset $DIR) must not train
             fail(f"--{name} needs a value: --{name}=...")
         if name in PATHS:
-            value = os.path.expanduser(value)  # the shell leaves the ~ of --out_file=~/m.pth alone
+            value = os.path.expanduser(value)  # the shell leaves the ~ of --model_file=~/m alone
         try:
             overrides[name] = kind(value)
         except ValueError:
@@ -685,37 +690,37 @@ def check_files(hp: Settings) -> None:
     """The files a run reads and writes: present, writable, and never one in another's place."""
     if hp.prompt_file and not os.path.isfile(hp.prompt_file):
         fail(f"--prompt_file={hp.prompt_file}: there is no such file")
-    folder = os.path.dirname(hp.out_file) or "."
+    folder = os.path.dirname(hp.model_file) or "."
     if not os.path.isdir(folder):
-        fail(f"--out_file={hp.out_file}: there is no folder {folder!r}; create it first")
-    if not os.path.basename(hp.out_file) or (
-        os.path.exists(hp.out_file) and not os.path.isfile(hp.out_file)
+        fail(f"--model_file={hp.model_file}: there is no folder {folder!r}; create it first")
+    if not os.path.basename(hp.model_file) or (
+        os.path.exists(hp.model_file) and not os.path.isfile(hp.model_file)
     ):
-        fail(f"--out_file={hp.out_file!r} must name a file, such as trained_model.pth, "
+        fail(f"--model_file={hp.model_file!r} must name a file, such as trained_model.pth, "
              "not a folder or a device")  # fmt: skip
     if hp.export_hf and os.path.exists(hp.export_hf) and not os.path.isdir(hp.export_hf):
         fail(f"--export_hf={hp.export_hf} is a file; name a folder to write the model into")
     if hp.sample or hp.export_hf:
         return
     if not os.access(folder, os.W_OK):
-        fail(
-            f"--out_file={hp.out_file}: cannot write in {folder!r}; pick a folder you can write to"
-        )
+        fail(f"--model_file={hp.model_file}: cannot write in {folder!r}; pick a folder you can "
+             "write to")  # fmt: skip
     written = {}  # each file a run writes, by where it really is (links resolved)
     for what, path in run_outputs(hp).items():
         if (other := written.setdefault(os.path.realpath(path), what)) != what:
-            fail(f"--out_file={hp.out_file} would write {other} and {what} to the same file, "
+            fail(f"--model_file={hp.model_file} would write {other} and {what} to the same file, "
                  f"{path}: pick another name")  # fmt: skip
     for text in (hp.input_file, hp.prompt_file):
         if text and os.path.realpath(text) in written:
-            fail(f"--out_file={hp.out_file} would overwrite the text it trains on, {text}: "
+            fail(f"--model_file={hp.model_file} would overwrite the text it trains on, {text}: "
                  "pick another name")  # fmt: skip
 
 
 def run_outputs(hp: Settings) -> dict[str, str]:
     """Every file a training run writes (the token caches of both tokenizers, for a later run)."""
-    files = {"the model": hp.out_file, "the resume state": resume_path(hp.out_file),
-             "the log": log_path(hp.out_file), "the loss plot": plot_path(hp.out_file)}  # fmt: skip
+    files = dict(zip(("the model", "the resume state", "the log", "the loss plot"),
+                     run_files(hp.model_file)))  # fmt: skip
+    files |= {f"{what} kept from the earlier run": earlier_name(f) for what, f in files.items()}
     for kind in ("char", "gpt2"):
         files[f"the {kind} token cache"] = cache = f"{hp.input_file}.{kind}.tokens"
         files[f"the {kind} token cache's description"] = cache + ".json"
@@ -731,7 +736,7 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
     settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
     state = None
     if overrides.get("resume"):
-        state = load_resume_state(Settings(**settings).out_file)
+        state = load_resume_state(Settings(**settings).model_file)
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Settings(**{**settings, "device": device})
     check_settings(hp)
@@ -936,6 +941,54 @@ def keep_freed_memory() -> None:
         pass
 
 
+def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, int]:
+    """Bytes one process needs to train: (weights, gradients, AdamW's two moments and the
+    average; what the forward pass keeps for the backward one). Fitted to peaks measured on a
+    CPU within about 10%; docs/speed.md has the measurements."""
+    C, L, T, B = hp.n_embd, hp.n_layer, hp.block_size, hp.batch_size
+    params = (vocab_size + T) * C + L * (12 * C * C + 13 * C) + 2 * C
+    state = params * 4 * (5 if hp.ema_decay else 4)
+    size = 2 if hw.dtype != torch.float32 else 4  # bytes per activation under autocast
+    kept = B * T * L * C * (16 * size + 16)  # each block's inputs, q, k, v, MLP, in two dtypes
+    if hw.attention == "by_hand":  # the (T, T) attention weights of every head
+        kept += B * hp.n_head * T * T * L * (size + 0.5)
+    kept += 3 * min(B * T, 2**24 // vocab_size if vocab_size > 4096 else B * T) * vocab_size * 4
+    return state, int(kept)
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes the device has free (None where that cannot be asked). On Linux, what the system
+    could hand out, or less where a container's memory limit (cgroup v2) says so."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(device)[0]
+    free = []
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as f:
+            free += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable")]
+    with contextlib.suppress(OSError, ValueError):  # 'max' (no limit) is not a number
+        cgroup = "/sys/fs/cgroup/memory."
+        with open(cgroup + "max") as limit, open(cgroup + "current") as used:
+            free.append(int(limit.read()) - int(used.read()))
+    return min(free, default=None)
+
+
+def check_memory(hp: Settings, vocab_size: int, hw: Hardware) -> str:
+    """Refuse settings that cannot fit in memory before allocating anything; else describe the
+    need, for the model line."""
+    state, kept = training_memory(hp, vocab_size, hw)
+    processes = hw.world_size if hw.device_type == "cpu" else 1  # torchrun on CPU: one machine
+    need, free = (state + kept) * processes, free_memory(hw.device)
+    if free is not None and need > free:
+        knobs = "--batch_size or --block_size" if kept > state else "--n_layer or --n_embd"
+        fail(f"training needs about {need / 1e9:.3g} GB (the model's state {state / 1e9:.2g} GB, "
+             f"the activations of {hp.batch_size} x {hp.block_size} tokens "
+             f"{kept / 1e9:.2g} GB) but {hw.device_type} has {free / 1e9:.3g} GB free: "
+             f"lower {knobs}")  # fmt: skip
+    return f"training needs about {need / 1e9:.2g} GB" + (
+        f" of the {free / 1e9:.3g} GB free" if free else ""
+    )
+
+
 def compile_problem(device: str) -> str:
     """Why torch.compile cannot work here, or '' when it can."""
     compilers = (os.environ.get("CXX", ""), "g++", "clang++", "cl")
@@ -1009,11 +1062,11 @@ def anyone(flag: bool, hw: Hardware) -> bool:
     return bool(tensor.item())
 
 
-def resume_command(out_file: str, world_size: int) -> str:
+def resume_command(model_file: str, world_size: int) -> str:
     """What to type to continue a run stopped with Ctrl-C."""
     flags = "--resume"
-    if out_file != Settings.out_file:
-        flags += f" --out_file={shlex.quote(out_file)}"
+    if model_file != Settings.model_file:
+        flags += f" --model_file={shlex.quote(model_file)}"
     script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
     if world_size == 1:
         return f"python {script} {flags}"
@@ -1021,7 +1074,7 @@ def resume_command(out_file: str, world_size: int) -> str:
         return f"torchrun --nproc_per_node={world_size} {script} {flags}"
     # processes on other machines too: only rank 0 saved the file, and every process reads it
     return (f"the same torchrun command on every machine, with {flags}, once every machine has "
-            f"{resume_path(out_file)}")  # fmt: skip
+            f"{resume_path(model_file)}")  # fmt: skip
 
 
 # -----------------------------------------------------------------------------
@@ -1035,17 +1088,17 @@ RESUME_FILE = dict(trained_model=dict, optimizer=dict, sampler=dict, scaler=dict
                    finished=bool)  # fmt: skip
 
 
-def resume_path(out_file: str) -> str:
+def resume_path(model_file: str) -> str:
     """The latest state lives beside the best model: trained_model.pth -> *.resume.pth."""
-    return os.path.splitext(out_file)[0] + ".resume.pth"
+    return os.path.splitext(model_file)[0] + ".resume.pth"
 
 
-def log_path(out_file: str) -> str:
-    return os.path.join(os.path.dirname(out_file), "train_log.csv")
+def log_path(model_file: str) -> str:
+    return os.path.join(os.path.dirname(model_file), "train_log.csv")
 
 
-def plot_path(out_file: str) -> str:
-    return os.path.join(os.path.dirname(out_file), "loss.png")
+def plot_path(model_file: str) -> str:
+    return os.path.join(os.path.dirname(model_file), "loss.png")
 
 
 @contextlib.contextmanager
@@ -1097,8 +1150,54 @@ def alive(pid: int) -> bool:
     return True
 
 
+def run_files(model_file: str) -> list[str]:
+    """The files of the run whose best model is model_file."""
+    return [model_file, resume_path(model_file), log_path(model_file), plot_path(model_file)]
+
+
+def earlier_name(path: str) -> str:
+    """Where a new run keeps the file an earlier run left: trained_model.pth ->
+    trained_model.prev.pth, train_log.csv -> train_log.prev.csv, and so on."""
+    root, extension = os.path.splitext(path)
+    if path.endswith(".resume.pth"):  # so that it stays the resume state of the kept model
+        root, extension = path.removesuffix(".resume.pth"), ".resume.pth"
+    return root + ".prev" + extension
+
+
+def describe_earlier_model(model_file: str) -> None:
+    """A new run that will replace a model says which, and where it will keep it."""
+    if not os.path.exists(model_file):
+        return
+    saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(model_file)))
+    try:
+        old = load_checkpoint(model_file, "cpu")
+        what = f"step {old['step']:,}, val loss {old['best_val_loss']:.4f}"
+    except UserError:
+        what = "not a model this gpt.py can read"
+    print(f"{model_file} holds an earlier run's model, saved {saved}:\n  {what}; this run "
+          f"keeps it as {earlier_name(model_file)}")  # fmt: skip
+
+
+def keep_earlier_run(model_file: str) -> None:
+    """Before a new run writes its first file, the earlier run's files get a second name, *.prev
+    (replacing the run before that), so that one earlier run is always kept. A second name
+    costs no space, and each file stays where it is until the new run replaces it."""
+    for path in filter(os.path.exists, run_files(model_file)):
+        earlier = earlier_name(path)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(earlier)
+            try:
+                os.link(path, earlier)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(path, earlier)
+        except OSError as e:
+            fail(f"cannot keep the earlier {path!r} as {earlier!r} ({e.strerror}): move it away "
+                 "yourself, or pick another --model_file")  # fmt: skip
+
+
 def save_checkpoint(path: str, checkpoint: dict) -> None:
-    with replacing(path, "free some space, or pick another --out_file") as f:
+    with replacing(path, "free some space, or pick another --model_file") as f:
         torch.save({**checkpoint, "format": FORMAT}, f)
 
 
@@ -1139,8 +1238,8 @@ def load_checkpoint(path: str, device: str) -> dict:
     return checkpoint
 
 
-def load_resume_state(out_file: str) -> dict:
-    path = resume_path(out_file)
+def load_resume_state(model_file: str) -> dict:
+    path = resume_path(model_file)
     if not os.path.exists(path):
         fail(f"nothing to resume: no {path!r} here (a run saves it at every evaluation and on "
              "Ctrl-C)")  # fmt: skip
@@ -1197,7 +1296,7 @@ class BatchSampler:
 
 class Run:
     """One training run's bookkeeping and files, for train() in Part 1: it restores --resume's
-    state, logs every evaluation to train_log.csv, keeps the best model in out_file and the
+    state, logs every evaluation to train_log.csv, keeps the best model in model_file and the
     state to resume from beside it, shows the progress bar, and stops cleanly on Ctrl-C."""
 
     def __init__(self, hp: Settings, hw: Hardware, start: dict | GPT | None) -> None:
@@ -1210,6 +1309,7 @@ class Run:
         self.first_val_loss = None  # this session's first evaluation, to tell divergence by
         self.step_seconds, self.first_eval_seconds = [], 0.0  # to say how long the run takes
         self.interrupted = False
+        self.kept_earlier = self.state is not None  # a new run keeps the earlier run's files
 
     def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
         """The text's tokens and the tokenizer that reads them; a resumed run keeps its
@@ -1225,11 +1325,11 @@ class Run:
         train_data, val_data = split_long_enough(tokens, hp.block_size)
         check_readable(tokenizer, hp.prompt)  # say so now, not at the first sample
         vocabulary = f"{tokenizer.vocab_size:,}-token {tokenizer_info(tokenizer)['kind']}"
-        batches = len(tokens) // (hp.batch_size * hp.block_size)
-        print(f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary) = "
-              f"{batches:,} batches of {hp.batch_size} x {hp.block_size}; training on the first "
-              f"{len(train_data):,}, validating on the last {len(val_data):,}")  # fmt: skip
+        print(f"data: {len(tokens):,} tokens of {hp.input_file} ({vocabulary} vocabulary);\n"
+              f"  training on the first {len(train_data):,}, validating on the last "
+              f"{len(val_data):,}")  # fmt: skip
         self.tokenizer, self.n_train = tokenizer, len(train_data)
+        self.memory = check_memory(hp, tokenizer.vocab_size, self.hw)  # before allocating
         return tokens, tokenizer
 
     def start(self, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
@@ -1251,13 +1351,19 @@ class Run:
             self.restore(self.state)
         c = model.config
         shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}"
-        print(f"model: {model.num_params():,} parameters ({shape}, {c.attention} attention)")
-        self.log_file, self.log_rows = None, kept_log_rows(hp.out_file, self.state)
-        clean_stale_temps(os.path.dirname(hp.out_file))
+        print(f"model: {model.num_params():,} parameters ({shape})")
+        print(f"  {c.attention} attention; {self.memory}")
+        self.log_file, self.log_rows = None, kept_log_rows(hp.model_file, self.state)
+        clean_stale_temps(os.path.dirname(hp.model_file))
+        if not self.state and hw.master:
+            describe_earlier_model(hp.model_file)
         self.start_time = time.time()
         signal.signal(signal.SIGINT, self.on_ctrl_c)
-        self.progress = tqdm(total=hp.max_iters, initial=self.start_step, unit="step",
-                             mininterval=1.0, disable=not hw.master)  # fmt: skip
+        # a bar redrawn in place on a terminal; piped to a file, a plain line now and then
+        on_terminal = sys.stderr.isatty()
+        self.plain_every = 0 if on_terminal or not hw.master else max(1, hp.eval_interval // 5)
+        self.progress = tqdm(total=hp.max_iters, initial=self.start_step, mininterval=1.0,
+                             disable=not (hw.master and on_terminal), bar_format=BAR)  # fmt: skip
         return self.sampler
 
     def restore(self, state: dict) -> None:
@@ -1265,7 +1371,7 @@ class Run:
         try:
             self.restore_parts(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # loads, but does not fit
-            path = resume_path(self.hp.out_file)
+            path = resume_path(self.hp.model_file)
             fail(f"{path!r} is damaged: its state does not fit the model it describes "
                  f"({type(e).__name__}); train anew")  # fmt: skip
         print(f"resuming at step {self.start_step} (best val loss so far {self.best_val_loss:.4f})")
@@ -1300,12 +1406,12 @@ class Run:
             if anyone(self.interrupted, self.hw):
                 self.save_state(step)
                 self.progress.close()
-                print(f"interrupted at step {step}; saved {resume_path(self.hp.out_file)}")
-                print(f"to continue: {resume_command(self.hp.out_file, self.hw.world_size)}")
+                print(f"interrupted at step {step}; saved {resume_path(self.hp.model_file)}")
+                print(f"to continue: {resume_command(self.hp.model_file, self.hw.world_size)}")
                 raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
             yield step
 
-    def model_file(self, step: int) -> dict:
+    def checkpoint(self, step: int) -> dict:
         """What --sample needs: the weights and everything that says how to read them."""
         return {"model": self.averaged.state_dict(), "tokenizer": tokenizer_info(self.tokenizer),
                 "config": dataclasses.asdict(self.model.config), "step": step,
@@ -1317,8 +1423,9 @@ class Run:
         if not self.hw.master:
             return
         hw = self.hw
-        save_checkpoint(resume_path(self.hp.out_file), {
-            **self.model_file(step), "trained_model": self.model.state_dict(),
+        self.keep_earlier_run()
+        save_checkpoint(resume_path(self.hp.model_file), {
+            **self.checkpoint(step), "trained_model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
             "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": [torch.cuda.get_rng_state(hw.device)] if hw.device_type == "cuda" else [],
@@ -1326,6 +1433,12 @@ class Run:
             "finished": finished,  # evaluated its last step: --resume has nothing left to do
         })  # fmt: skip
         self.flush_log()  # once the state is saved, the log that goes with it
+
+    def keep_earlier_run(self) -> None:
+        """Called before each write: the first one keeps the earlier run's files as *.prev."""
+        if not self.kept_earlier:
+            keep_earlier_run(self.hp.model_file)
+            self.kept_earlier = True
 
     def evaluated(self, step: int, lr: float, losses: dict) -> None:
         """Log the losses; keep the model if its val loss is the best yet. Under torchrun every
@@ -1344,13 +1457,14 @@ class Run:
                  f"first evaluation ({self.first_val_loss:.2f}) and guessing uniformly "
                  f"({uniform:.2f}): the run diverged; try a lower --learning_rate. Nothing was "
                  "saved after it went bad")  # fmt: skip
-        # out_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not
+        # model_file keeps the best model, lean: no optimizer state. Step 0 is left out (it has not
         # trained, and saving it would replace an earlier run's model) unless the run ends there
         reached = losses["val"] <= hp.target_loss
         if losses["val"] < self.best_val_loss and (step > 0 or step == hp.max_iters or reached):
             self.best_val_loss = losses["val"]
             if self.hw.master:
-                save_checkpoint(hp.out_file, self.model_file(step))
+                self.keep_earlier_run()
+                save_checkpoint(hp.model_file, self.checkpoint(step))
         if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
             self.save_state(step, finished=step == hp.max_iters)  # resumed, it evaluates it again
         tokens = step * self.tokens_per_step
@@ -1376,7 +1490,9 @@ class Run:
         resumed run keeps; later ones append."""
         if not self.hw.master or not self.log_rows:
             return
-        path, advice = log_path(self.hp.out_file), "pick another --out_file; the log goes beside it"
+        self.keep_earlier_run()
+        path = log_path(self.hp.model_file)
+        advice = "pick another --model_file; the log goes beside it"
         try:
             if self.log_file is None:
                 with replacing(path, advice) as f:
@@ -1406,11 +1522,11 @@ class Run:
         if not math.isfinite(loss):
             fail(f"the loss became {loss} at step {step + 1}: the run diverged; try a lower "
                  "--learning_rate. Nothing was saved after it went bad")  # fmt: skip
-        epoch = (step + 1) * self.tokens_per_step / self.n_train
-        tokens_per_sec = self.tokens_per_step / seconds
-        self.progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=f"{epoch:.2f}",
-                                  tok_s=f"{tokens_per_sec:,.0f}", refresh=False)  # fmt: skip
+        now = f"loss {loss:.4f}, lr {lr:.1e}, {self.tokens_per_step / seconds:,.0f} tok/s"
+        self.progress.set_postfix_str(now, refresh=False)
         self.progress.update()
+        if self.plain_every and (step + 1) % self.plain_every == 0:
+            print(f"step {step + 1}/{self.hp.max_iters}: {now}", flush=True)
         if len(self.step_seconds) < 10:  # once the first steps are measured, say how long it takes
             self.step_seconds.append(seconds)
             if len(self.step_seconds) == 10:
@@ -1443,18 +1559,19 @@ class Run:
         session = time.time() - self.start_time
         also = f" ({self.elapsed_before + session:.0f} s in all)" if self.elapsed_before else ""
         print(f"done in {session:.0f} s{also}; best val loss {self.best_val_loss:.4f}, saved to "
-              f"{hp.out_file}")  # fmt: skip
-        plot_losses(log_path(hp.out_file))
-        model.load_state_dict(load_checkpoint(hp.out_file, self.hw.device)["model"])
+              f"{hp.model_file}")  # fmt: skip
+        plot_losses(log_path(hp.model_file))
+        model.load_state_dict(load_checkpoint(hp.model_file, self.hw.device)["model"])
         return model
 
 
+BAR = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
 LOG_COLUMNS = ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
 
 
-def kept_log_rows(out_file: str, state: dict | None) -> list[dict]:
+def kept_log_rows(model_file: str, state: dict | None) -> list[dict]:
     """train_log.csv has a row per evaluation; a resumed run keeps those before its step."""
-    path = log_path(out_file)
+    path = log_path(model_file)
     if not state or not os.path.exists(path):
         return []
     try:
@@ -1649,7 +1766,7 @@ def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
         fail(f"{path!r} uses {len(chars):,} different characters, more than 65,536: "
              "use --tokenizer=gpt2")  # fmt: skip
     tokenizer = make_tokenizer(kind, chars="".join(sorted(chars)))
-    print(f"tokenizing {path} once; its tokens are saved to {cache} for the next run")
+    print(f"tokenizing {path} once; its tokens are kept in {cache}")
     n_tokens, pieces = 0, read_pieces(path)
     clean_stale_temps(os.path.dirname(cache))
     advice = "put the text in a folder you can write to, with space to spare"
@@ -1748,10 +1865,19 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0)
     if name_or_dir.startswith((".", os.sep)) and not os.path.isdir(name_or_dir):  # a path
         fail(f"--init_from={name_or_dir}: there is no such folder")
     transformers = import_transformers()
+    load = functools.partial(
+        transformers.GPT2LMHeadModel.from_pretrained, name_or_dir, output_loading_info=True
+    )
     try:
-        hf, loading = transformers.GPT2LMHeadModel.from_pretrained(
-            name_or_dir, output_loading_info=True
-        )
+        try:  # a folder, or weights an earlier download left in the cache
+            hf, loading = load(local_files_only=True)
+        except OSError:
+            if os.path.isdir(name_or_dir):
+                raise
+            check_hub_reachable(name_or_dir)  # at once, not after the hub client's retries
+            hf, loading = load()
+    except UserError:
+        raise
     except Exception as e:  # no such folder, no network, not a GPT-2 checkpoint, ...
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:150]
         fail(f"cannot load GPT-2 weights from {name_or_dir!r} ({reason}). Give a folder holding a "
@@ -1790,6 +1916,26 @@ def from_pretrained(name_or_dir: str, block_size: int = 0, dropout: float = 0.0)
             model.wpe.weight = nn.Parameter(model.wpe.weight[:block_size].clone())
             model.config.block_size = block_size
     return model
+
+
+def check_hub_reachable(name: str) -> None:
+    """Weights that are not cached must be downloaded: fail now if the hub cannot be reached."""
+    from huggingface_hub import constants
+
+    hub = urllib.parse.urlsplit(constants.ENDPOINT)
+    if urllib.request.getproxies() and not constants.HF_HUB_OFFLINE:
+        return  # through a proxy: only the download itself can tell
+    try:
+        if constants.HF_HUB_OFFLINE:
+            raise OSError
+        port = hub.port or (443 if hub.scheme == "https" else 80)
+        socket.create_connection((hub.hostname, port), timeout=5).close()
+    except OSError:
+        fail(f"--init_from={name}: GPT-2's weights are not in the Hugging Face cache "
+             f"({constants.HF_HUB_CACHE}) and {hub.hostname} cannot be reached. Download them "
+             f"once where there is internet (hf download {name}) and copy the "
+             "cache here, or pass --init_from=FOLDER holding config.json and "
+             "model.safetensors")  # fmt: skip
 
 
 def start_from_gpt2(hp: Settings, overrides: dict) -> tuple[Settings, GPT]:
@@ -1868,7 +2014,7 @@ def model_from(
 
 
 def saved_model(hp: Settings, overrides: dict) -> dict | GPT:
-    """What --sample or --export_hf uses: out_file's checkpoint, or for --sample --init_from,
+    """What --sample or --export_hf uses: model_file's checkpoint, or for --sample --init_from,
     GPT-2 as it is. Shape flags are refused: the shape is the saved model's."""
     if hp.sample and hp.init_from:
         print(f"sampling {hp.init_from} as it is (to sample a model fine-tuned from it, drop "
@@ -1876,7 +2022,7 @@ def saved_model(hp: Settings, overrides: dict) -> dict | GPT:
         model = from_pretrained(hp.init_from)
         saved, start = {**dataclasses.asdict(model.config), "tokenizer": "gpt2"}, model
     else:
-        start = load_checkpoint(hp.out_file, "cpu")
+        start = load_checkpoint(hp.model_file, "cpu")
         saved = {**start["config"], "tokenizer": start["tokenizer"]["kind"]}
     if hp.sample:
         refuse_another_shape(
@@ -1896,8 +2042,9 @@ def use_saved_model(hp: Settings, hw: Hardware, load: Callable[[], dict | GPT]) 
             model, pick_attention(hp.attention, hw.device, hw.dtype, model.config.block_size)
         )
     else:
-        model, tokenizer = model_from(saved, hp.out_file, hw.device, hp.attention, hw.dtype)
-        print(f"loaded {hp.out_file}: step {saved['step']}, val loss {saved['best_val_loss']:.4f}")
+        model, tokenizer = model_from(saved, hp.model_file, hw.device, hp.attention, hw.dtype)
+        print(f"loaded {hp.model_file}: step {saved['step']}, "
+              f"val loss {saved['best_val_loss']:.4f}")  # fmt: skip
     check_readable(tokenizer, hp.prompt)
     print_samples(model, tokenizer, hp, hw)
 

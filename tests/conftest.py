@@ -91,3 +91,26 @@ def gpt2_tokenizer_or_skip() -> None:
         if os.environ.get("CI") == "true":
             raise  # CI points TIKTOKEN_CACHE_DIR at the files, so this must work there
         pytest.skip(f"GPT-2 tokenizer files unavailable ({type(e).__name__}): set TIKTOKEN_CACHE_DIR")
+
+
+QUICK = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()}
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Path:
+    """A folder where gpt.py has trained a tiny model for 20 steps: its model, resume state, log and plot."""
+    folder = write_shakespeare(tmp_path / "run")
+    assert run_script("gpt.py", QUICK, folder).returncode == 0
+    return folder

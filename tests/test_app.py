@@ -47,12 +47,12 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(checkpoint: Path, timeout: float = 120) -> Iterator[str]:
-    """Run `python app.py --checkpoint=... --port=...` until the page answers; yield its URL, then stop it."""
+    """Run `python app.py --model_file=... --port=...` until the page answers; yield its URL, then stop it."""
     port = free_port()
     log_path = checkpoint.parent / f"app-{port}.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), f"--checkpoint={checkpoint}", f"--port={port}"],
+            [sys.executable, str(REPO / "app.py"), f"--model_file={checkpoint}", f"--port={port}"],
             cwd=checkpoint.parent,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_script, write_shakespeare
 from test_app import require, serve_app, tiny_checkpoint
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (apt-get install chromium); Playwright's own download is not used
@@ -23,15 +24,16 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A laptop-sized page of headless Chromium showing app.py, which serves a tiny model; and Playwright's API."""
+def browser_page(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path | None = None) -> Iterator:
+    """A laptop-sized page of headless Chromium showing app.py, which serves a tiny model (or checkpoint); and
+    Playwright's API."""
     require("gradio")
     sync_api = require("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail(f"no browser at {CHROMIUM}: .ci/run installs Debian's chromium")
         pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
-    with serve_app(tiny_checkpoint(tmp_path_factory)) as url, sync_api.sync_playwright() as playwright:
+    with serve_app(checkpoint or tiny_checkpoint(tmp_path_factory)) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -81,3 +83,25 @@ def test_the_look_inside_tab_draws_the_next_tokens_the_attention_and_the_surpris
     if os.environ.get("APP_INSIDE_SCREENSHOT"):
         shutil.copy(tmp_path / "app_inside.png", os.environ["APP_INSIDE_SCREENSHOT"])
     assert (tmp_path / "app_inside.png").stat().st_size > 10_000
+
+
+def test_stop_ends_a_long_generation_and_keeps_the_text_so_far(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    # an untrained model big enough that 8 outputs of 1000 tokens take many seconds on a CPU
+    write_shakespeare(tmp_path)
+    untrained = ["--max_iters=0", "--n_layer=8", "--n_head=8", "--n_embd=512", "--block_size=512", "--eval_iters=1"]
+    assert run_script("gpt.py", [*untrained, "--num_samples=1", "--max_new_tokens=1"], tmp_path).returncode == 0
+    with browser_page(tmp_path_factory, tmp_path / "trained_model.pth") as (page, sync_api):
+        page.get_by_label("number input for max length (new tokens)").fill("1000")
+        page.get_by_label("number input for number of outputs").fill("8")
+        page.get_by_role("button", name="Generate").click()
+        output = page.get_by_label("output 1")
+        sync_api.expect(output).to_have_value(re.compile(r".{10,}", re.DOTALL), timeout=60_000)
+        page.get_by_role("button", name="Stop").click()
+        sync_api.expect(page.get_by_text("Stopped.")).to_be_visible(timeout=10_000)
+        stopped_at = output.input_value()
+        page.wait_for_timeout(2_000)  # a generation still running would keep adding text
+        assert output.input_value() == stopped_at
+        assert 10 <= len(stopped_at) < 1000  # the text so far stays; the 1000 tokens never came
+        assert not page.get_by_text("Done:").is_visible()

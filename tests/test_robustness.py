@@ -118,7 +118,7 @@ def trained_folder(tiny_run, tmp_path) -> Path:
 def test_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(trained_folder):
     marker = trained_folder / "pwned"
     torch.save({"model": CodeThatRunsOnLoad(str(marker))}, trained_folder / "evil.pth")
-    result = run_script("gpt.py", ["--sample", "--out_file=evil.pth"], trained_folder)
+    result = run_script("gpt.py", ["--sample", "--model_file=evil.pth"], trained_folder)
     assert result.returncode != 0
     assert "refused to load 'evil.pth': it holds Python objects that could run code" in result.stderr
     assert "Traceback" not in result.stderr
@@ -140,7 +140,7 @@ def test_damaged_or_foreign_checkpoint_gets_one_line(trained_folder, content, me
         torch.save(torch.zeros(3), trained_folder / "other.pth")
     else:
         (trained_folder / "other.pth").write_bytes(content(good))
-    result = run_script("gpt.py", ["--sample", "--out_file=other.pth"], trained_folder)
+    result = run_script("gpt.py", ["--sample", "--model_file=other.pth"], trained_folder)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -169,19 +169,19 @@ def snapshot(folder: Path) -> dict:
         (None, ["--resume", "--n_layer=3"], "cannot resume with --n_layer=3"),
         (None, ["--resume", "--gelu=tanh"], "cannot resume with --gelu=tanh: the saved model has gelu=exact"),
         ("greek.txt", ["--resume", "--input_file=greek.txt", "--max_iters=30"], "vocabulary lacks: 'αβγ'"),
-        (None, ["--resume", "--out_file=other.pth"], "nothing to resume: no 'other.resume.pth' here"),
-        (None, ["--sample", "--out_file=other.pth"], "no checkpoint at 'other.pth': train one first"),
+        (None, ["--resume", "--model_file=other.pth"], "nothing to resume: no 'other.resume.pth' here"),
+        (None, ["--sample", "--model_file=other.pth"], "no checkpoint at 'other.pth': train one first"),
         (None, ["--prompt=Grüße"], "vocabulary lacks: 'ßü'"),  # found before training, not at the first sample
         (None, ["--eval_interval=0"], "--eval_interval must be at least 1, not 0"),
         (None, ["--top_p=0"], "--top_p must be above 0 and at most 1"),
         (None, ["--prompt_file"], "--prompt_file needs a value: --prompt_file=..."),
         (None, ["--prompt_file=missing.txt"], "--prompt_file=missing.txt: there is no such file"),
         (None, ["--beta2=1.5"], "--beta2 must be from 0 up to (not including) 1, not 1.5"),
-        (None, ["--out_file=nowhere/model.pth"], "there is no folder 'nowhere'; create it first"),
+        (None, ["--model_file=nowhere/model.pth"], "there is no folder 'nowhere'; create it first"),
         # found before training, not when the first save fails or overwrites what the user had
-        (None, ["--out_file=input.txt"], "would overwrite the text it trains on, input.txt: pick another name"),
-        ("runs/", ["--out_file=runs"], "--out_file='runs' must name a file, such as trained_model.pth"),
-        (None, ["--out_file="], "--out_file needs a value: --out_file=..."),
+        (None, ["--model_file=input.txt"], "would overwrite the text it trains on, input.txt: pick another name"),
+        ("runs/", ["--model_file=runs"], "--model_file='runs' must name a file, such as trained_model.pth"),
+        (None, ["--model_file="], "--model_file needs a value: --model_file=..."),
         (None, ["--export_hf="], "--export_hf needs a value: --export_hf=..."),  # it trained, over the model
         ("notes.txt", ["--export_hf=notes.txt"], "--export_hf=notes.txt is a file; name a folder"),
         (None, ["--seed=18446744073709551615"], "--seed must be from 0 to 2**63 - 2"),
@@ -195,7 +195,7 @@ def snapshot(folder: Path) -> dict:
         (None, ["--resume", "--max_iters=5"], "past --max_iters=5: raise --max_iters to go on"),
         (None, ["--init_from=./my_gpt2"], "--init_from=./my_gpt2: there is no such folder"),
         ("pipe", ["--input_file=pipe"], "'pipe' is not a file: put your training text in a file"),  # it hung
-        ("pipe", ["--out_file=pipe"], "--out_file='pipe' must name a file, such as trained_model.pth, not a"),
+        ("pipe", ["--model_file=pipe"], "--model_file='pipe' must name a file, such as trained_model.pth, not a"),
         (None, ["--input_file=train_log.csv"], "would overwrite the text it trains on, train_log.csv"),
         ("opening.txt", ["--prompt=KING", "--prompt_file=opening.txt"], "--prompt and --prompt_file both give"),
         (None, ["--sample", "--resume"], "--sample and --resume do different things: run them one at a time"),
@@ -225,7 +225,7 @@ def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup,
 
 def test_the_resume_command_pastes_into_a_shell_even_with_a_space_in_the_path():
     command = resume_command("my runs/m.pth", world_size=1)
-    assert shlex.split(command)[-2:] == ["--resume", "--out_file=my runs/m.pth"]
+    assert shlex.split(command)[-2:] == ["--resume", "--model_file=my runs/m.pth"]
 
 
 def test_a_diverging_run_stops_and_leaves_the_earlier_runs_model_and_state_untouched(shakespeare):
@@ -255,7 +255,7 @@ def test_a_path_starting_with_a_tilde_is_in_the_home_folder(shakespeare, tmp_pat
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    args = [*TINY, "--max_iters=2", "--eval_interval=2", "--max_new_tokens=1", "--out_file=~/m.pth"]
+    args = [*TINY, "--max_iters=2", "--eval_interval=2", "--max_new_tokens=1", "--model_file=~/m.pth"]
     result = run_script("gpt.py", args, shakespeare)
     assert result.returncode == 0, result.stderr
     assert (home / "m.pth").exists() and (home / "train_log.csv").exists()
