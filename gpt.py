@@ -25,7 +25,8 @@ except KeyboardInterrupt:
     raise SystemExit(130) from None
 
 # -----------------------------------------------------------------------------
-# The knobs to edit. Each can also be set for one run as --name=value (--n_layer=6).
+# The knobs to edit. Each can also be set for one run as --name=value (--n_layer=6). The ranges
+# are the sensible ones; Part 2 refuses only what cannot work (too small, or too big for memory).
 
 
 @dataclass
@@ -176,6 +177,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head  # several heads let a token look for several things at once
         self.dropout, self.attention = config.dropout, config.attention  # see forward
+        self.block_size = config.block_size  # the most tokens a KV cache holds (see forward)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # heads -> C
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -188,10 +190,12 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         v = v.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         if cache is not None:  # generating: {} starts a cache, a filled one holds earlier tokens
-            if cache:
-                k = torch.cat([cache["k"], k], dim=2)  # (B, n_head, past + T, head_size)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
+            if not cache:  # room for a whole context, made once: a new token only writes its own
+                room = (B, self.n_head, self.block_size, head_size)
+                cache.update(k=k.new_empty(room), v=v.new_empty(room), n=0)
+            past, cache["n"] = cache["n"], cache["n"] + T
+            cache["k"][:, :, past : past + T], cache["v"][:, :, past : past + T] = k, v
+            k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]  # (B, nh, all, hs)
         dropout = self.dropout if self.training else 0.0
         if self.attention == "by_hand":  # the same math either way (tests/test_model.py)
             y = attention_by_hand(q, k, v, dropout)
@@ -279,7 +283,7 @@ class GPT(nn.Module):
 
     def hidden(self, idx: torch.Tensor, cache: list | None = None) -> torch.Tensor:
         """Every position's vector after the last block: (B, T, n_embd)."""
-        past = cache[0]["k"].size(2) if cache and cache[0] else 0  # tokens already cached
+        past = cache[0]["n"] if cache and cache[0] else 0  # tokens already cached
         T = idx.size(1)
         assert past + T <= self.config.block_size, "more tokens than the model's context"
         pos = torch.arange(past, past + T, device=idx.device)
@@ -2114,8 +2118,23 @@ def sampling_options(hp: Hyperparameters) -> dict:
     return dict(temperature=hp.temperature, top_k=hp.top_k, top_p=hp.top_p)
 
 
+def for_sampling(model: GPT, dtype: torch.dtype) -> GPT:
+    """The model, its matrices held in bf16 once where autocast computes in bf16 (in place).
+
+    Writing a token reads every weight once, so memory traffic, not arithmetic, sets the speed:
+    bf16 halves the bytes, and autocast no longer converts fp32 weights anew for every token. The
+    position embeddings and LayerNorms stay fp32, so the residual stream adds in fp32 as in
+    training. The tokens may differ from fp32's where two candidates score almost the same."""
+    if dtype == torch.bfloat16:
+        for module in model.modules():
+            if isinstance(module, nn.Linear):  # lm_head's weight is wte's: both become bf16
+                module.to(dtype)
+    return model
+
+
 def print_samples(model: GPT, tokenizer: Tokenizer, hp: Hyperparameters, hw: Hardware) -> None:
     """One sample streams to the terminal as it is written; several are drawn as a batch."""
+    model = for_sampling(model, hw.dtype)
     texts, streaming = [""] * hp.num_samples, hp.num_samples == 1
     if streaming:
         print("\n--- sample 1 of 1 ---")

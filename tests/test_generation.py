@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
-from gpt import GPT, GPTConfig, generate_text, load_checkpoint, make_tokenizer, sample_next_token, tokenizer_from
+from gpt import (
+    GPT,
+    GPTConfig,
+    for_sampling,
+    generate_text,
+    load_checkpoint,
+    make_tokenizer,
+    model_from,
+    sample_next_token,
+    tokenizer_from,
+)
 
 
 def tiny_model(vocab_size: int = 65, block_size: int = 16, attention: str = "sdpa") -> GPT:
@@ -129,3 +139,20 @@ def test_prompt_with_characters_outside_the_vocabulary_gets_one_line(shakespeare
     assert result.returncode != 0
     assert "'ßü日本'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bf16_weights_for_sampling_predict_what_fp32_does_within_the_bound_for_sampling_states(trained):
+    # a trained model, on the text it trained on: the next-token distributions with the matrices in bf16
+    # (what --sample uses where the CPU multiplies bf16) against the same model in fp32
+    checkpoint = load_checkpoint(str(trained / "trained_model.pth"), "cpu")
+    model, tokenizer = model_from(checkpoint, "m", "cpu", "auto", torch.bfloat16)
+    text = (trained / "input.txt").read_text()[: 4 * 32]
+    idx = torch.tensor(tokenizer.encode(text)).view(4, 32)
+    with torch.no_grad():
+        fp32 = torch.log_softmax(model(idx)[0], -1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = torch.log_softmax(for_sampling(model, torch.bfloat16)(idx)[0].float(), -1)
+    assert model.lm_head.weight.dtype == torch.bfloat16 and model.wpe.weight.dtype == torch.float32
+    kl = (fp32.exp() * (fp32 - bf16)).sum(-1)  # nats lost by sampling bf16's distribution instead
+    assert kl.mean() < 1e-3
+    assert (bf16.argmax(-1) == fp32.argmax(-1)).float().mean() >= 0.95
