@@ -189,7 +189,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         k = k.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
         v = v.view(B, T, self.n_head, head_size).transpose(1, 2)  # (B, n_head, T, head_size)
-        if cache is not None:  # generating: {} starts a cache, a filled one holds earlier tokens
+        if cache is not None:  # generating: {} starts a cache; then k, v of the n tokens so far
             if not cache:  # room for a whole context, made once: a new token only writes its own
                 room = (B, self.n_head, self.block_size, head_size)
                 cache.update(k=k.new_empty(room), v=v.new_empty(room), n=0)
@@ -559,6 +559,8 @@ class Settings(Hyperparameters):
     attention: str = "auto"  # 'by_hand', 'sdpa' (fused), or 'auto': see pick_attention
     batching: str = "random"  # 'random' window starts, or 'sliding': each window once an epoch
     stride: int = 0  # with batching='sliding': tokens between window starts (0 = block_size)
+    # a time budget
+    minutes: float = 0.0  # fit the whole run into this many minutes (0 = off): see BUDGETS
     # modes and files
     init_from: str = ""  # fine-tune OpenAI's GPT-2: 'gpt2', 'gpt2-medium', ... or a folder
     export_hf: str = ""  # --export_hf=DIR: write model_file as a Hugging Face GPT-2, then stop
@@ -577,12 +579,22 @@ CUDA_DEFAULTS = dict(
 )  # fmt: skip
 
 OLD_NAMES = {"out_file": "model_file"}  # earlier spellings, still read so that scripts keep working
+# --minutes: the shape for a budget of at least so many minutes on a CPU (docs/speed.md has the
+# runs that chose it), for the knobs the command line leaves unset. The steps are then fitted to
+# the budget from the run's own first steps (Run.fit_to_budget). On CUDA the shape stays as it is.
+BUDGETS = {
+    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=16),
+    5: dict(),  # the defaults: python gpt.py is a five-minute run on a laptop CPU
+}
+FITTED = ("max_iters", "eval_interval", "sample_interval")  # what --minutes decides as it runs
+UNFITTED = 10**9  # their values until then
+FIT_STEPS = 100  # the steps measured first, or all of the warm-up if it is shorter
 PATHS = ("input_file", "model_file", "prompt_file", "init_from", "export_hf")  # ~ means home
 AT_LEAST = dict(
     n_layer=1, n_head=1, n_embd=1, batch_size=1, grad_accum_steps=1, eval_interval=1,
     eval_iters=1, num_samples=1, max_iters=0, warmup_iters=0, sample_interval=0,
     sample_tokens=0, max_new_tokens=0, top_k=0, temperature=0.0, grad_clip=0.0,
-    weight_decay=0.0, min_lr=0.0,
+    weight_decay=0.0, min_lr=0.0, minutes=0.0,
     block_size=2,  # so that the 3/4 of a window that generating keeps (GPT.stream) is a token
 )  # fmt: skip
 FRACTIONS = ("dropout", "beta1", "beta2", "ema_decay")  # from 0 up to, not including, 1
@@ -772,9 +784,32 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
         if ignored := [f"--{name}" for name in overrides if name not in reads]:
             print(f"--{mode} ignores {', '.join(ignored)}: they are for training a model")
         return hp, functools.partial(saved_model, hp, overrides)
+    if hp.minutes and not state:
+        hp = budget_settings(hp, overrides, world_size)
     if hp.init_from and not state:  # fine-tune GPT-2: its weights, its shape and tokenizer
         return start_from_gpt2(hp, overrides)
     return hp, state
+
+
+def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
+    """--minutes: the budget's shape for the knobs not given, and the steps left open until the
+    first ones are measured (until then no evaluation or sample but step 0's)."""
+    rules = [
+        (hp.resume, "--minutes fits a new run; a resumed run keeps its steps: drop --minutes"),
+        (world_size > 1, "--minutes measures one process's steps: under torchrun, set --max_iters"),
+        (given := [f"--{name}" for name in FITTED if name in overrides],
+         f"--minutes chooses {', '.join(given)} itself: drop {' and '.join(given)}"),
+        (hp.warmup_iters < 10, "--minutes measures the first 10 steps within the warm-up: "
+         "--warmup_iters must be at least 10"),
+    ]  # fmt: skip
+    for broken, message in rules:
+        if broken:
+            fail(message)
+    shape = {}
+    if hp.device == "cpu" and not hp.init_from:
+        shape = BUDGETS[max((m for m in BUDGETS if m <= hp.minutes), default=min(BUDGETS))]
+    unset = {name: value for name, value in shape.items() if name not in overrides}
+    return dataclasses.replace(hp, **unset, **dict.fromkeys(FITTED, UNFITTED))
 
 
 def refuse_another_shape(saved: dict, overrides: dict, doing: str, advice: str) -> None:
@@ -1312,6 +1347,8 @@ class Run:
         self.best_val_loss, self.start_step, self.elapsed_before = float("inf"), 0, 0.0
         self.first_val_loss = None  # this session's first evaluation, to tell divergence by
         self.step_seconds, self.first_eval_seconds = [], 0.0  # to say how long the run takes
+        self.first_sample_seconds = 0.0
+        self.deadline = math.inf  # --minutes: when the run must end (see fit_to_budget)
         self.interrupted = False
         self.kept_earlier = self.state is not None  # a new run keeps the earlier run's files
 
@@ -1406,7 +1443,13 @@ class Run:
 
     def steps(self) -> Iterator[int]:
         """start_step, ..., max_iters; after a Ctrl-C, save the state and stop instead."""
-        for step in range(self.start_step, self.hp.max_iters + 1):
+        step = self.start_step
+        while step <= self.hp.max_iters:  # (--minutes sets max_iters once steps are measured)
+            late = self.deadline < math.inf and process_seconds() > self.deadline  # --minutes
+            if late and step < self.hp.max_iters:
+                tqdm.write(f"the {self.hp.minutes:g}-minute budget is spent: step {step} is the "
+                           "last (the steps took longer than the first ones)")  # fmt: skip
+                self.hp.max_iters = step  # this step evaluates and saves, and the run ends
             if anyone(self.interrupted, self.hw):
                 self.save_state(step)
                 self.progress.close()
@@ -1414,6 +1457,7 @@ class Run:
                 print(f"to continue: {resume_command(self.hp.model_file, self.hw.world_size)}")
                 raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
             yield step
+            step += 1
 
     def checkpoint(self, step: int) -> dict:
         """What --sample needs: the weights and everything that says how to read them."""
@@ -1514,12 +1558,13 @@ class Run:
         generator and no dropout, so training goes on exactly as it would without it."""
         if not self.hw.master:
             return
-        hp = self.hp
+        hp, started = self.hp, time.time()
         with self.hw.autocast:
             pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed,
                                    **sampling_options(hp))  # fmt: skip
             text = "".join(piece for [piece] in pieces)  # one sample: each yield is a list of one
         tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
+        self.first_sample_seconds = self.first_sample_seconds or time.time() - started
         model.train()  # generate_text switched to eval mode
 
     def stepped(self, step: int, loss: float, lr: float, seconds: float) -> None:
@@ -1531,10 +1576,38 @@ class Run:
         self.progress.update()
         if self.plain_every and (step + 1) % self.plain_every == 0:
             print(f"step {step + 1}/{self.hp.max_iters}: {now}", flush=True)
-        if len(self.step_seconds) < 10:  # once the first steps are measured, say how long it takes
+        # once the first steps are measured, say how long the run takes (--minutes: fit it)
+        fitting = self.hp.minutes and self.hp.max_iters == UNFITTED
+        measure = min(FIT_STEPS, self.hp.warmup_iters) if fitting else 10
+        if len(self.step_seconds) < measure:
             self.step_seconds.append(seconds)
-            if len(self.step_seconds) == 10:
+            if len(self.step_seconds) == measure:
+                if fitting:
+                    self.fit_to_budget(step)
                 self.say_how_long(step)
+
+    def fit_to_budget(self, step: int) -> None:
+        """--minutes: the steps that fit what is left of the budget, at the median time of the
+        later half of the first FIT_STEPS, with ten evaluations (and samples) at the first one's
+        cost, and the final samples. The steps so far were warm-up, which max_iters does not
+        change: the printed flags run the same run again (unless the steps slow down so much
+        that the deadline ends the run early, which it says)."""
+        hp = self.hp
+        per_step = statistics.median(self.step_seconds[len(self.step_seconds) // 2 :])  # settled
+        evaluation = self.first_eval_seconds + self.first_sample_seconds
+        final = self.first_sample_seconds * hp.max_new_tokens / max(1, hp.sample_tokens)
+        self.deadline = 0.97 * hp.minutes * 60 - final - 3  # after it, the run ends at once
+        left = 0.95 * hp.minutes * 60 - process_seconds() - 11 * evaluation - final - 3
+        hp.max_iters = max(step + 1, step + 1 + int(left / per_step))
+        # (not before this step: the same steps, run again with these flags, must not either)
+        hp.eval_interval = hp.sample_interval = max(step + 1, -(-hp.max_iters // 10))
+        self.progress.total = hp.max_iters
+        self.plain_every = self.plain_every and max(1, hp.eval_interval // 5)
+        budget = {name: getattr(hp, name) for name in (*MODEL_SHAPE[1:5], "batch_size", *FITTED)}
+        flags = " ".join(f"--{name}={value}" for name, value in budget.items())
+        minutes = f"{hp.minutes:g} minute" + ("" if hp.minutes == 1 else "s")
+        tqdm.write(f"fitted to {minutes}: {hp.max_iters:,} steps at {per_step:.3g} s"
+                   f"; the same run again:\n  python {sys.argv[0]} {flags}")  # fmt: skip
 
     def say_how_long(self, step: int) -> None:
         """What the rest of the run will take, from the median of its first steps (the first one,
@@ -1569,6 +1642,18 @@ class Run:
         return model
 
 
+def process_seconds() -> float:
+    """How long this process has run: since it started on Linux, elsewhere since Part 2 was read."""
+    try:
+        with open("/proc/self/stat") as f:  # field 22, after the name in brackets: its start
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - WORKSHOP_READ
+
+
+WORKSHOP_READ = time.time()
 BAR = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
 LOG_COLUMNS = ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
 

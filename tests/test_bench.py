@@ -4,7 +4,7 @@ They assert nothing about speed (tests never time things): only that a reader wh
 command gets a table instead of a traceback.
 """
 
-from conftest import run_script
+from conftest import REPO, run_script
 
 
 def test_training_benchmark_prints_its_table_and_the_targets(tmp_path):
@@ -31,3 +31,13 @@ def test_matmul_benchmark_prints_the_steps_matmul_time_against_the_peak(tmp_path
     result = run_script("bench/matmuls.py", ["--dtype=float32"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "a baby GPT step's matmuls:" in result.stdout
+
+
+def test_budget_benchmark_prints_its_table(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text((REPO / "input.txt").read_text()[:100_000])
+    args = ["--budgets=0.2", f"--text={text}", "--classic_steps=20"]
+    result = run_script("bench/budget.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| classic recipe, its own steps | - |" in result.stdout
+    assert "| classic recipe, fitted | 0.2 |" in result.stdout and "| gpt.py --minutes | 0.2 |" in result.stdout

@@ -1,0 +1,36 @@
+"""--minutes: a run fitted to a time budget saves its model, says how it was fitted, and can be run again exactly
+(speed and loss for each budget are bench/budget.py's business, not a test's)."""
+
+import re
+import shlex
+
+import torch
+
+from conftest import QUICK, TINY, copy_of, one_line_error, run_script, train_log
+
+
+def test_a_run_fitted_to_its_minutes_saves_a_model_and_its_printed_flags_repeat_it_exactly(shakespeare):
+    fitted = run_script("gpt.py", [*TINY, "--minutes=0.25", "--max_new_tokens=20"], shakespeare)
+    assert fitted.returncode == 0, fitted.stderr
+    said = re.search(
+        r"fitted to 0.25 minutes: ([\d,]+) steps at .*; the same run again:\n  python \S+ (.*)", fitted.stdout
+    )
+    assert said, fitted.stdout
+    steps, flags = int(said[1].replace(",", "")), shlex.split(said[2])
+    assert steps > 10 and f"--max_iters={steps}" in flags
+    saved = torch.load(shakespeare / "trained_model.pth", weights_only=True)
+    assert saved["hyperparameters"]["max_iters"] == steps  # the fitted values are the run's saved settings
+    # the same run, with the printed flags instead of --minutes, elsewhere: the same log and the same weights
+    again = copy_of(shakespeare, "again")
+    assert run_script("gpt.py", [*TINY, *flags, "--max_new_tokens=20"], again).returncode == 0
+    assert train_log(again) == train_log(shakespeare)
+    repeated = torch.load(again / "trained_model.pth", weights_only=True)
+    assert all(torch.equal(repeated["model"][k], w) for k, w in saved["model"].items())
+    # and --resume knows where the fitted run ended
+    resumed = run_script("gpt.py", ["--resume"], shakespeare)
+    assert f"the saved run already ended at step {steps} of --max_iters={steps}" in resumed.stdout
+
+
+def test_minutes_refuses_the_flags_it_decides_itself(shakespeare):
+    error = one_line_error(run_script("gpt.py", [*QUICK, "--minutes=1"], shakespeare))
+    assert "--minutes chooses --max_iters, --eval_interval itself: drop --max_iters and --eval_interval" in error
