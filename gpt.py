@@ -751,6 +751,8 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
     device = setup_distributed(pick_device(overrides.get("device", "auto")))
     settings = {**(CUDA_DEFAULTS if device.startswith("cuda") else {}), **overrides}
     state = None
+    if overrides.get("resume") and "minutes" in overrides:
+        fail("--minutes fits a new run; a resumed run keeps its steps: drop --minutes")
     if overrides.get("resume"):
         state = load_resume_state(Settings(**settings).model_file)
         settings = resumed_settings(state["hyperparameters"], overrides)
@@ -795,11 +797,10 @@ def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
     """--minutes: the budget's shape for the knobs not given, and the steps left open until the
     first ones are measured (until then no evaluation or sample but step 0's)."""
     rules = [
-        (hp.resume, "--minutes fits a new run; a resumed run keeps its steps: drop --minutes"),
         (world_size > 1, "--minutes measures one process's steps: under torchrun, set --max_iters"),
         (given := [f"--{name}" for name in FITTED if name in overrides],
          f"--minutes chooses {', '.join(given)} itself: drop {' and '.join(given)}"),
-        (hp.warmup_iters < 10, "--minutes measures the first 10 steps within the warm-up: "
+        (hp.warmup_iters < 10, "--minutes measures the first steps, within the warm-up: "
          "--warmup_iters must be at least 10"),
     ]  # fmt: skip
     for broken, message in rules:
@@ -982,8 +983,9 @@ def keep_freed_memory() -> None:
 
 def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, int]:
     """Bytes one process needs to train: (weights, gradients, AdamW's two moments and the
-    average; what the forward pass keeps for the backward one). Fitted to peaks measured on a
-    CPU within about 10%; docs/speed.md has the measurements."""
+    average; what the forward pass keeps for the backward one). It counts only what training
+    adds, so it stays below the peaks measured (docs/speed.md#memory): it refuses only what
+    cannot fit."""
     C, L, T, B = hp.n_embd, hp.n_layer, hp.block_size, hp.batch_size
     params = (vocab_size + T) * C + L * (12 * C * C + 13 * C) + 2 * C
     state = params * 4 * (5 if hp.ema_decay else 4)

@@ -34,3 +34,8 @@ def test_a_run_fitted_to_its_minutes_saves_a_model_and_its_printed_flags_repeat_
 def test_minutes_refuses_the_flags_it_decides_itself(shakespeare):
     error = one_line_error(run_script("gpt.py", [*QUICK, "--minutes=1"], shakespeare))
     assert "--minutes chooses --max_iters, --eval_interval itself: drop --max_iters and --eval_interval" in error
+
+
+def test_minutes_is_refused_with_resume_which_keeps_the_saved_runs_steps(trained):
+    error = one_line_error(run_script("gpt.py", ["--resume", "--minutes=1"], trained))
+    assert "--minutes fits a new run; a resumed run keeps its steps: drop --minutes" in error
