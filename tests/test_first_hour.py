@@ -99,7 +99,8 @@ def test_on_an_80_column_terminal_the_bar_and_every_line_fit(shakespeare):
 
 def test_init_from_gpt2_offline_without_cached_weights_fails_at_once_in_one_line(shakespeare, tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty_cache"), "HF_ENDPOINT": "http://127.0.0.1:1"}
-    env.pop("HF_HUB_OFFLINE", None)
+    for name in ("HF_HUB_OFFLINE", "http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(name, None)  # (behind a proxy only the download itself can tell, so gpt.py would try it)
     result = subprocess.run([sys.executable, str(REPO / "gpt.py"), "--init_from=gpt2"], cwd=shakespeare, env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     error = one_line_error(result)
