@@ -1598,7 +1598,7 @@ class Run:
         per_step = statistics.median(self.step_seconds[len(self.step_seconds) // 2 :])  # settled
         evaluation = self.first_eval_seconds + self.first_sample_seconds
         final = self.first_sample_seconds * hp.max_new_tokens / max(1, hp.sample_tokens)
-        self.deadline = 0.97 * hp.minutes * 60 - final - 3  # after it, the run ends at once
+        self.deadline = hp.minutes * 60 - final - 1  # past it the run ends, evaluating where it is
         left = 0.95 * hp.minutes * 60 - process_seconds() - 11 * evaluation - final - 3
         hp.max_iters = max(step + 1, step + 1 + int(left / per_step))
         # (not before this step: the same steps, run again with these flags, must not either)

@@ -10,25 +10,36 @@ from conftest import QUICK, TINY, copy_of, one_line_error, run_script, train_log
 
 
 def test_a_run_fitted_to_its_minutes_saves_a_model_and_its_printed_flags_repeat_it_exactly(shakespeare):
-    fitted = run_script("gpt.py", [*TINY, "--minutes=0.25", "--max_new_tokens=20"], shakespeare)
+    fitted = run_script("gpt.py", [*TINY, "--minutes=0.5", "--sample_tokens=20", "--max_new_tokens=20"], shakespeare)
     assert fitted.returncode == 0, fitted.stderr
     said = re.search(
-        r"fitted to 0.25 minutes: ([\d,]+) steps at .*; the same run again:\n  python \S+ (.*)", fitted.stdout
+        r"fitted to 0.5 minutes: ([\d,]+) steps at .*; the same run again:\n  python \S+ (.*)", fitted.stdout
     )
     assert said, fitted.stdout
     steps, flags = int(said[1].replace(",", "")), shlex.split(said[2])
     assert steps > 10 and f"--max_iters={steps}" in flags
+    # the steps can run slower than the first ones measured (a busy machine): then the budget's deadline ends the
+    # run early, at a step it says, evaluating there
+    spent = re.search(r"budget is spent: step (\d+) is the last", fitted.stdout)
+    last = int(spent[1]) if spent else steps
     saved = torch.load(shakespeare / "trained_model.pth", weights_only=True)
-    assert saved["hyperparameters"]["max_iters"] == steps  # the fitted values are the run's saved settings
-    # the same run, with the printed flags instead of --minutes, elsewhere: the same log and the same weights
+    assert saved["hyperparameters"]["max_iters"] == last  # the run's saved settings are the fitted ones
+    assert train_log(shakespeare)[-1]["step"] == str(last)
+    # the same run, with the printed flags instead of --minutes, elsewhere: the same log as far as both went, and
+    # if the fitted run was not cut short, the same weights
     again = copy_of(shakespeare, "again")
-    assert run_script("gpt.py", [*TINY, *flags, "--max_new_tokens=20"], again).returncode == 0
-    assert train_log(again) == train_log(shakespeare)
-    repeated = torch.load(again / "trained_model.pth", weights_only=True)
-    assert all(torch.equal(repeated["model"][k], w) for k, w in saved["model"].items())
+    assert run_script("gpt.py", [*TINY, *flags, "--sample_tokens=20", "--max_new_tokens=20"], again).returncode == 0
+    both = {row["step"] for row in train_log(again)} & {row["step"] for row in train_log(shakespeare)}
+    assert len(both) >= 2  # step 0 and at least one evaluation after the fit
+    assert [r for r in train_log(again) if r["step"] in both] == [
+        r for r in train_log(shakespeare) if r["step"] in both
+    ]
+    if not spent:
+        repeated = torch.load(again / "trained_model.pth", weights_only=True)
+        assert all(torch.equal(repeated["model"][k], w) for k, w in saved["model"].items())
     # and --resume knows where the fitted run ended
     resumed = run_script("gpt.py", ["--resume"], shakespeare)
-    assert f"the saved run already ended at step {steps} of --max_iters={steps}" in resumed.stdout
+    assert f"the saved run already ended at step {last} of --max_iters={last}" in resumed.stdout
 
 
 def test_minutes_refuses_the_flags_it_decides_itself(shakespeare):
