@@ -27,7 +27,7 @@ def test_a_run_fitted_to_its_minutes_saves_a_model_and_its_printed_flags_repeat_
     assert train_log(shakespeare)[-1]["step"] == str(last)
     # the same run, with the printed flags instead of --minutes, elsewhere: the same log as far as both went, and
     # if the fitted run was not cut short, the same weights
-    again = copy_of(shakespeare, "again")
+    again = copy_of(shakespeare, f"{shakespeare.name}_again")  # (beside it: the folder above is shared)
     assert run_script("gpt.py", [*TINY, *flags, "--sample_tokens=20", "--max_new_tokens=20"], again).returncode == 0
     both = {row["step"] for row in train_log(again)} & {row["step"] for row in train_log(shakespeare)}
     assert len(both) >= 2  # step 0 and at least one evaluation after the fit
