@@ -52,6 +52,7 @@ class Hyperparameters:
     weight_decay: float = 1.0  # AdamW's pull of weight matrices towards 0 (0.1-1.0; see below)
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.99  # AdamW second-moment decay (0.95-0.999)
+    optimizer: str = "adamw"  # 'adamw', or 'muon' for the blocks' matrices (Part 2, MuonAndAdamW)
     grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
     ema_decay: float = 0.99  # keep a moving average of the weights (0.9-0.999; 0 = off)
     eval_interval: int = 250  # evaluate train and val loss every this many steps
@@ -324,7 +325,9 @@ class GPT(nn.Module):
 # Optimizer, learning-rate schedule and the weight average.
 
 
-def make_optimizer(model: GPT, hp: Hyperparameters, fused: bool) -> torch.optim.AdamW:
+def make_optimizer(model: GPT, hp: Hyperparameters, fused: bool) -> torch.optim.Optimizer:
+    if hp.optimizer == "muon":  # Part 2: Muon steps the blocks' matrices, this AdamW the rest
+        return MuonAndAdamW(model, hp, fused)
     # Weight decay pulls weights towards zero: it regularises the matrices and embeddings that do
     # the work; biases and LayerNorm gains are few and their scale matters. The CPU default, 1.0,
     # is ten times the usual 0.1: a short run reads a small text many times, and the stronger
@@ -601,6 +604,7 @@ FRACTIONS = ("dropout", "beta1", "beta2", "ema_decay")  # from 0 up to, not incl
 CHOICES = dict(
     tokenizer=("char", "gpt2"), gelu=("exact", "tanh"), attention=("auto", "by_hand", "sdpa"),
     batching=("random", "sliding"), dtype=("auto", "float32", "bfloat16", "float16"),
+    optimizer=("adamw", "muon"),
 )  # fmt: skip
 MODES = ("sample", "export_hf", "resume")  # one at a time
 MODEL_SHAPE = ("tokenizer", "n_layer", "n_head", "n_embd", "block_size", "bias", "gelu")
@@ -679,6 +683,8 @@ def check_settings(hp: Settings) -> None:
         (hp.min_lr > hp.learning_rate, f"--min_lr={hp.min_lr} is above --learning_rate="
          f"{hp.learning_rate}: add --min_lr={hp.learning_rate / 10:g}"),
         (len(modes) > 1, f"{' and '.join(modes)} do different things: run them one at a time"),
+        (hp.optimizer == "muon" and not hasattr(torch.optim, "Muon"), "--optimizer=muon needs "
+         f"torch 2.9 or later, not {torch.__version__}: pip install -U torch, or use adamw"),
     ]  # fmt: skip
     for broken, message in rules:
         if broken:
@@ -826,6 +832,12 @@ def resumed_settings(saved: dict, overrides: dict) -> dict:
     refuse_another_shape(
         saved, overrides, "resume", "drop that flag, or start a new run without --resume"
     )
+    trained_with = saved.get("optimizer", "adamw")  # (runs saved before the choice: AdamW)
+    if overrides.get("optimizer", trained_with) != trained_with:  # its state is that optimizer's
+        fail(
+            f"cannot resume with --optimizer={overrides['optimizer']}: the saved run trained "
+            f"with {trained_with}; drop the flag, or start a new run without --resume"
+        )
     known = {f.name for f in dataclasses.fields(Settings)}
     return {**{k: v for k, v in saved.items() if k in known}, **overrides}
 
@@ -982,13 +994,15 @@ def keep_freed_memory() -> None:
 
 
 def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, int]:
-    """Bytes one process needs to train: (weights, gradients, AdamW's two moments and the
+    """Bytes one process needs to train: (weights, gradients, the optimizer's moments and the
     average; what the forward pass keeps for the backward one). It counts only what training
     adds, so it stays below the peaks measured (docs/speed.md#memory): it refuses only what
     cannot fit."""
     C, L, T, B = hp.n_embd, hp.n_layer, hp.block_size, hp.batch_size
     params = (vocab_size + T) * C + L * (12 * C * C + 13 * C) + 2 * C
-    state = params * 4 * (5 if hp.ema_decay else 4)
+    state = params * 4 * (5 if hp.ema_decay else 4)  # AdamW keeps two moments per weight
+    if hp.optimizer == "muon":  # Muon keeps one for the blocks' matrices
+        state -= L * 12 * C * C * 4
     size = 2 if hw.dtype != torch.float32 else 4  # bytes per activation under autocast
     kept = B * T * L * C * (16 * size + 16)  # each block's inputs, q, k, v, MLP, in two dtypes
     if hw.attention == "by_hand":  # the (T, T) attention weights of every head
@@ -1116,6 +1130,53 @@ def resume_command(model_file: str, world_size: int) -> str:
     # processes on other machines too: only rank 0 saved the file, and every process reads it
     return (f"the same torchrun command on every machine, with {flags}, once every machine has "
             f"{resume_path(model_file)}")  # fmt: skip
+
+
+# -----------------------------------------------------------------------------
+# --optimizer=muon: Muon for the blocks' weight matrices, AdamW for the rest, stepped as one.
+
+
+class MuonAndAdamW:
+    """torch.optim.Muon for the 2-D weights inside the blocks; make_optimizer's AdamW for the
+    embeddings (and so the tied head), biases and gains. To Part 1's loop, GradScaler and
+    --resume it is one optimizer: its param_groups are both optimizers' groups.
+
+    Muon keeps a momentum of each matrix's gradient and steps along the nearest orthogonal
+    matrix to it (five Newton-Schulz iterations, in bf16): every direction of the matrix moves by
+    the same amount, where Adam's step follows the few directions in which the gradient is large.
+    'match_rms_adamw' scales its step to AdamW's size, so it takes the same learning rate,
+    schedule and weight decay. It learns more per step and costs a few small matmuls per matrix
+    per step (docs/experiments.md has both). An embedding's rows are tokens, not directions in a
+    space, so AdamW keeps them."""
+
+    def __init__(self, model: GPT, hp: Hyperparameters, fused: bool) -> None:
+        hidden = [p for name, p in model.named_parameters()
+                  if name.startswith("blocks.") and p.dim() == 2]  # fmt: skip
+        rest = nn.ParameterList(p for p in model.parameters() if all(p is not h for h in hidden))
+        self.parts = {
+            "muon": torch.optim.Muon(hidden, lr=hp.learning_rate, weight_decay=hp.weight_decay,
+                                     adjust_lr_fn="match_rms_adamw"),
+            "adamw": make_optimizer(rest, dataclasses.replace(hp, optimizer="adamw"), fused),
+        }  # fmt: skip
+
+    @property
+    def param_groups(self) -> list[dict]:  # asked anew: load_state_dict replaces the groups
+        return [group for part in self.parts.values() for group in part.param_groups]
+
+    def step(self) -> None:
+        for part in self.parts.values():
+            part.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts.values():
+            part.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
 
 
 # -----------------------------------------------------------------------------
@@ -1424,10 +1485,13 @@ class Run:
         if self.averaged is not self.model:  # (with ema_decay=0 there is no separate average)
             self.averaged.load_state_dict(state["model"])
         self.model.load_state_dict(state["trained_model"])
-        # the command line may have changed betas or weight decay (the groups are
+        # the command line may have changed betas or weight decay (AdamW's groups are
         # make_optimizer's: matrices, then vectors), and fused must suit this device
-        for group, decay in zip(state["optimizer"]["param_groups"], (hp.weight_decay, 0.0)):
+        saved = state["optimizer"]
+        for group, decay in zip(saved.get("adamw", saved)["param_groups"], (hp.weight_decay, 0)):
             group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=hw.fused_adamw)
+        for group in saved["muon"]["param_groups"] if "muon" in saved else []:
+            group.update(weight_decay=hp.weight_decay)
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # fp16 only: the loss scale it had found
             self.scaler.load_state_dict(state["scaler"])

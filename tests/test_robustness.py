@@ -27,11 +27,13 @@ def final_weights(folder: Path) -> dict:
 RUN = [*TINY, "--max_iters=300", "--eval_interval=100", "--dropout=0.1", "--max_new_tokens=5"]
 
 
-def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # the two optimizers' states are saved differently
+def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(tmp_path, optimizer):
     one_go, interrupted = write_shakespeare(tmp_path / "one_go"), write_shakespeare(tmp_path / "interrupted")
-    assert run_script("gpt.py", RUN, one_go).returncode == 0
+    run = [*RUN, f"--optimizer={optimizer}"]
+    assert run_script("gpt.py", run, one_go).returncode == 0
 
-    process = start_gpt(RUN, interrupted)
+    process = start_gpt(run, interrupted)
     for line in process.stdout:  # wait until training has begun, then press Ctrl-C
         if line.startswith("step 0:"):
             break

@@ -1,0 +1,52 @@
+"""--optimizer=muon: Muon for the blocks' weight matrices, AdamW for the rest, as one optimizer to the run."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import QUICK, TINY, one_line_error, patched_gpt, run_script, snapshot, train_log
+
+
+def best_val_loss(result) -> float:
+    assert result.returncode == 0, result.stderr
+    return float(result.stdout.split("best val loss ")[1].split(",")[0].split(";")[0])
+
+
+def test_muon_learns_more_per_step_than_adamw(shakespeare):
+    # the same seed, data and schedule: only the blocks' matrices are stepped another way. Were Muon given no
+    # matrix (or every one), the two runs would match or Muon would diverge; at this size it is ~0.3 lower
+    args = [*TINY, "--max_iters=100", "--eval_interval=50", "--max_new_tokens=1"]
+    adamw = best_val_loss(run_script("gpt.py", args, shakespeare))
+    muon = best_val_loss(run_script("gpt.py", [*args, "--optimizer=muon"], shakespeare))
+    assert muon < adamw - 0.1, (muon, adamw)
+
+
+def test_resuming_with_the_other_optimizer_is_refused_and_touches_nothing(shakespeare):
+    assert run_script("gpt.py", [*QUICK, "--optimizer=muon"], shakespeare).returncode == 0
+    before = snapshot(shakespeare)
+    result = run_script("gpt.py", ["--resume", "--max_iters=30", "--optimizer=adamw"], shakespeare)
+    assert one_line_error(result) == (
+        "error: cannot resume with --optimizer=adamw: the saved run trained with muon; drop the flag, "
+        "or start a new run without --resume"
+    )
+    assert snapshot(shakespeare) == before
+    resumed = run_script("gpt.py", ["--resume", "--max_iters=30"], shakespeare)  # it keeps muon itself
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20", "30"]
+
+
+def test_muon_on_a_torch_without_it_says_what_it_needs(shakespeare):
+    # requirements.txt lets torch be as old as 2.4; torch.optim.Muon came in 2.9
+    patch = "import torch.optim\ndel torch.optim.Muon\ntorch.__version__ = '2.8.0'"
+    command = [sys.executable, "-c", patched_gpt(patch), *QUICK, "--optimizer=muon"]
+    result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=300)
+    assert one_line_error(result) == (
+        "error: --optimizer=muon needs torch 2.9 or later, not 2.8.0: pip install -U torch, or use adamw"
+    )
+
+
+@pytest.mark.parametrize("value", ["Muon", "sgd"])
+def test_an_unknown_optimizer_is_refused_with_the_choices(shakespeare, value):
+    result = run_script("gpt.py", [*QUICK, f"--optimizer={value}"], shakespeare)
+    assert one_line_error(result) == f"error: --optimizer must be one of adamw, muon, not {value!r}"
