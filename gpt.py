@@ -582,12 +582,13 @@ CUDA_DEFAULTS = dict(
 )  # fmt: skip
 
 OLD_NAMES = {"out_file": "model_file"}  # earlier spellings, still read so that scripts keep working
-# --minutes: the shape for a budget of at least so many minutes on a CPU (docs/speed.md has the
-# runs that chose it), for the knobs the command line leaves unset. The steps are then fitted to
-# the budget from the run's own first steps (Run.fit_to_budget). On CUDA the shape stays as it is.
+# --minutes: the shape and optimizer for a budget of at least so many minutes on a CPU, for the
+# knobs the command line leaves unset (docs/speed.md has the runs that chose them: Muon learns
+# more per step than its steps cost; where torch lacks it, AdamW). The steps are then fitted to
+# the budget from the run's own first steps (Run.fit_to_budget). On CUDA the shape stays.
 BUDGETS = {
-    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=16),
-    5: dict(),  # the defaults: python gpt.py is a five-minute run on a laptop CPU
+    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=16, optimizer="muon"),
+    5: dict(optimizer="muon"),  # the default shape: python gpt.py is a five-minute run on a laptop
 }
 FITTED = ("max_iters", "eval_interval", "sample_interval")  # what --minutes decides as it runs
 UNFITTED = 10**9  # their values until then
@@ -816,6 +817,8 @@ def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
     if hp.device == "cpu" and not hp.init_from:
         shape = BUDGETS[max((m for m in BUDGETS if m <= hp.minutes), default=min(BUDGETS))]
     unset = {name: value for name, value in shape.items() if name not in overrides}
+    if not hasattr(torch.optim, "Muon"):  # (torch before 2.9)
+        unset.pop("optimizer", None)
     return dataclasses.replace(hp, **unset, **dict.fromkeys(FITTED, UNFITTED))
 
 
@@ -1669,8 +1672,11 @@ class Run:
         hp.eval_interval = hp.sample_interval = max(step + 1, -(-hp.max_iters // 10))
         self.progress.total = hp.max_iters
         self.plain_every = self.plain_every and max(1, hp.eval_interval // 5)
-        budget = {name: getattr(hp, name) for name in (*MODEL_SHAPE[1:5], "batch_size", *FITTED)}
-        flags = " ".join(f"--{name}={value}" for name, value in budget.items())
+        # the budget's shape and steps, and every other knob this run set
+        always = (*MODEL_SHAPE[1:5], "batch_size", *FITTED)
+        knobs = {f.name: getattr(hp, f.name) for f in dataclasses.fields(Hyperparameters)}
+        flags = " ".join(shlex.quote(f"--{name}={value}") for name, value in knobs.items()
+                         if name in always or value != getattr(Hyperparameters, name))  # fmt: skip
         minutes = f"{hp.minutes:g} minute" + ("" if hp.minutes == 1 else "s")
         tqdm.write(f"fitted to {minutes}: {hp.max_iters:,} steps at {per_step:.3g} s"
                    f"; the same run again:\n  python {sys.argv[0]} {flags}")  # fmt: skip

@@ -1,7 +1,8 @@
-"""Training speed at three model sizes, with each speed feature switched off in turn, in one run.
+"""Training speed at up to four model sizes, with each speed feature switched off in turn, in one run.
 
     python bench/train.py                           # cpu recipe, baby GPT and GPT-2 124M: a few minutes
     python bench/train.py --sizes=cpu --steps=3     # a quick look
+    python bench/train.py --sizes=cpu,default       # the two shapes --minutes picks on a CPU
     python bench/train.py --compile --gpt2_memory   # add torch.compile rows, and GPT-2's memory at context 1024
 
 A step is gpt.py's own: train_step (forward under autocast, backward, clip the gradient norm, AdamW
@@ -32,6 +33,7 @@ import gpt  # noqa: E402
 # name: (what the table calls it, GPTConfig fields, batch size)
 SIZES = {
     "cpu": ("cpu recipe", dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 32),
+    "default": ("gpt.py's CPU default", dict(vocab_size=65, block_size=128, n_layer=4, n_head=6, n_embd=192), 32),
     "baby": ("baby GPT", dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384), 16),
     "gpt2": ("GPT-2 124M", dict(vocab_size=50257, block_size=128, n_layer=12, n_head=12, n_embd=768), 4),
 }
@@ -40,8 +42,10 @@ GELU = gpt.Hyperparameters().gelu  # the MLP's GELU in a model trained from scra
 # A variant is the speed features a configuration uses. The baseline every speed-up divides by is the
 # same model in plain fp32 eager PyTorch: SDPA, AdamW as PyTorch makes it on a CPU (not fused), and
 # the C library's memory settings as they come.
-FEATURES = ("dtype", "attention", "compile", "gelu", "fused", "keep_memory")
-FP32_EAGER = dict(dtype="float32", attention="SDPA", compile=False, gelu=GELU, fused=False, keep_memory=False)
+FEATURES = ("dtype", "attention", "compile", "gelu", "fused", "keep_memory", "optimizer")
+FP32_EAGER = dict(
+    dtype="float32", attention="SDPA", compile=False, gelu=GELU, fused=False, keep_memory=False, optimizer="adamw"
+)
 
 
 def peak_rss_mb() -> float:
@@ -58,7 +62,7 @@ def measure(job: dict) -> dict:
     attention = "by_hand" if job["attention"] == "by hand" else "sdpa"
     config = gpt.GPTConfig(**job["config"], attention=attention, gelu=job["gelu"])
     model = gpt.GPT(config)
-    hp = gpt.Hyperparameters()
+    hp = gpt.Hyperparameters(optimizer=job["optimizer"])  # muon: Muon on the blocks' matrices, AdamW on the rest
     optimizer = gpt.make_optimizer(model, hp, fused=job["fused"])
     train_model = gpt.with_chunked_loss(model)  # as gpt.py: GPT-2's vocabulary takes its loss in chunks
     train_model = torch.compile(train_model) if job["compile"] else train_model  # as gpt.py: the training path
@@ -104,7 +108,9 @@ def default_variant(auto: str, block_size: int) -> dict:
     attention = (
         "by hand" if gpt.pick_attention("auto", "cpu", getattr(torch, auto), block_size) == "by_hand" else "SDPA"
     )
-    return dict(dtype=auto, attention=attention, compile=False, gelu=GELU, fused=True, keep_memory=True)
+    return dict(
+        dtype=auto, attention=attention, compile=False, gelu=GELU, fused=True, keep_memory=True, optimizer="adamw"
+    )
 
 
 def other_attention(variant: dict) -> str:
@@ -134,6 +140,7 @@ def plan(args: argparse.Namespace, auto: str) -> list[dict]:
             ({**default, "fused": False}, "default without fused AdamW"),
             ({**default, "keep_memory": False}, "default without keeping freed memory"),
             ({**default, "gelu": other_gelu}, f"default with the {other_gelu} GELU"),
+            ({**default, "optimizer": "muon"}, "default with --optimizer=muon"),
         ]
         if args.compile:  # gpt.py --compile=true, then without bf16, then with the other attention
             compiled = {**default, "compile": True}
@@ -162,7 +169,7 @@ def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
     """Measure one configuration in a fresh process; note its numbers in measured; return its table row."""
     variant = key(job)
     mode = "compiled" if job["compile"] else "eager"
-    adamw = "fused AdamW" if job["fused"] else "AdamW"
+    adamw = ("Muon + " if job["optimizer"] == "muon" else "") + ("fused AdamW" if job["fused"] else "AdamW")
     memory = ", memory kept" if job["keep_memory"] else ""
     variant_name = f"{SHORT[job['dtype']]}, {job['attention']}, {mode}, {job['gelu']} GELU, {adamw}{memory}"
     print(f"{job['label']}: {variant_name} ...", end=" ", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ def test_training_benchmark_prints_its_table_and_the_targets(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| cpu recipe | 0.8M | fp32, SDPA, eager" in result.stdout  # the plain fp32 baseline row
     assert "gpt.py's default here" in result.stdout
+    assert "Muon + fused AdamW, memory kept: default with --optimizer=muon" in result.stdout  # what Muon's step costs
     assert "cpu recipe default / fp32 eager tokens/s" in result.stdout  # the targets line
 
 

@@ -46,6 +46,16 @@ def test_muon_on_a_torch_without_it_says_what_it_needs(shakespeare):
     )
 
 
+def test_minutes_trains_with_adamw_on_a_torch_without_muon(shakespeare):
+    # --minutes picks Muon on a CPU (BUDGETS), which a user of an older torch did not ask for and cannot run
+    patch = "import torch.optim\ndel torch.optim.Muon"
+    command = [sys.executable, "-c", patched_gpt(patch), *TINY, "--minutes=0.2", "--max_new_tokens=1"]
+    result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    fitted = result.stdout.split("the same run again:\n")[1].splitlines()[0]
+    assert "--max_iters=" in fitted and "--optimizer" not in fitted
+
+
 @pytest.mark.parametrize("value", ["Muon", "sgd"])
 def test_an_unknown_optimizer_is_refused_with_the_choices(shakespeare, value):
     result = run_script("gpt.py", [*QUICK, f"--optimizer={value}"], shakespeare)
