@@ -587,7 +587,7 @@ OLD_NAMES = {"out_file": "model_file"}  # earlier spellings, still read so that 
 # more per step than its steps cost; where torch lacks it, AdamW). The steps are then fitted to
 # the budget from the run's own first steps (Run.fit_to_budget). On CUDA the shape stays.
 BUDGETS = {
-    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=16, optimizer="muon"),
+    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, optimizer="muon"),
     5: dict(optimizer="muon"),  # the default shape: python gpt.py is a five-minute run on a laptop
 }
 FITTED = ("max_iters", "eval_interval", "sample_interval")  # what --minutes decides as it runs

@@ -23,7 +23,7 @@ import gpt  # noqa: E402
 
 # name: (GPTConfig fields, batch size), as gpt.py --minutes trains them on a CPU (BUDGETS in gpt.py)
 SHAPES = {
-    "1 minute: 4 x 128, context 64, batch 16": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64), 16),
+    "1 minute: 4 x 128, context 64, batch 32": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64), 32),
     "5 minutes: 4 x 192, context 128, batch 32": (dict(n_layer=4, n_head=6, n_embd=192, block_size=128), 32),
 }
 
