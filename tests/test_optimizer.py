@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import QUICK, TINY, one_line_error, patched_gpt, run_script, snapshot, train_log
+from gpt import GPT, GPTConfig, Hyperparameters, make_optimizer
 
 
 def best_val_loss(result) -> float:
@@ -20,6 +22,32 @@ def test_muon_learns_more_per_step_than_adamw(shakespeare):
     adamw = best_val_loss(run_script("gpt.py", args, shakespeare))
     muon = best_val_loss(run_script("gpt.py", [*args, "--optimizer=muon"], shakespeare))
     assert muon < adamw - 0.1, (muon, adamw)
+
+
+def test_muon_steps_exactly_as_torch_muon_on_the_blocks_matrices_and_adamw_on_the_rest():
+    # the reference: the two optimizers built by hand on the split the Muon literature uses (hidden matrices to
+    # Muon; embeddings, and so the tied head, biases and gains to AdamW, decaying the embeddings only)
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    ours, reference = GPT(config), GPT(config)
+    reference.load_state_dict(ours.state_dict())
+    hp = Hyperparameters(optimizer="muon")
+    optimizer = make_optimizer(ours, hp, fused=False)
+    params = dict(reference.named_parameters())
+    hidden = [p for name, p in params.items() if name.startswith("blocks.") and p.dim() == 2]
+    muon = torch.optim.Muon(hidden, lr=hp.learning_rate, weight_decay=hp.weight_decay, adjust_lr_fn="match_rms_adamw")
+    embeddings = [params["wte.weight"], params["wpe.weight"]]
+    rest = [p for name, p in params.items() if p.dim() < 2]
+    groups = [{"params": embeddings, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW(groups, lr=hp.learning_rate, betas=(hp.beta1, hp.beta2))
+    idx = torch.randint(50, (4, 17))
+    for _ in range(3):
+        for model, steppers in ((ours, [optimizer]), (reference, [muon, adamw])):
+            model(idx[:, :-1], idx[:, 1:])[1].backward()
+            for stepper in steppers:
+                stepper.step()
+                stepper.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), reference.parameters()))
 
 
 def test_resuming_with_the_other_optimizer_is_refused_and_touches_nothing(shakespeare):
