@@ -687,10 +687,15 @@ def check_settings(hp: Settings) -> None:
         (hp.optimizer == "muon" and not hasattr(torch.optim, "Muon"), "--optimizer=muon needs "
          f"torch 2.9 or later, not {torch.__version__}: pip install -U torch, or use adamw"),
     ]  # fmt: skip
+    fail_on_first(rules)
+    check_files(hp)
+
+
+def fail_on_first(rules: list[tuple[object, str]]) -> None:
+    """rules: (a value that cannot work, what to say); the first that holds stops the run."""
     for broken, message in rules:
         if broken:
             fail(message)
-    check_files(hp)
 
 
 def check_numbers(settings: object) -> None:
@@ -810,9 +815,7 @@ def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
         (hp.warmup_iters < 10, "--minutes measures the first steps, within the warm-up: "
          "--warmup_iters must be at least 10"),
     ]  # fmt: skip
-    for broken, message in rules:
-        if broken:
-            fail(message)
+    fail_on_first(rules)
     shape = {}
     if hp.device == "cpu" and not hp.init_from:
         shape = BUDGETS[max((m for m in BUDGETS if m <= hp.minutes), default=min(BUDGETS))]
@@ -1491,7 +1494,7 @@ class Run:
         # the command line may have changed betas or weight decay (AdamW's groups are
         # make_optimizer's: matrices, then vectors), and fused must suit this device
         saved = state["optimizer"]
-        for group, decay in zip(saved.get("adamw", saved)["param_groups"], (hp.weight_decay, 0)):
+        for group, decay in zip(saved.get("adamw", saved)["param_groups"], (hp.weight_decay, 0.0)):
             group.update(betas=(hp.beta1, hp.beta2), weight_decay=decay, fused=hw.fused_adamw)
         for group in saved["muon"]["param_groups"] if "muon" in saved else []:
             group.update(weight_decay=hp.weight_decay)
