@@ -584,11 +584,14 @@ CUDA_DEFAULTS = dict(
 OLD_NAMES = {"out_file": "model_file"}  # earlier spellings, still read so that scripts keep working
 # --minutes: the shape and optimizer for a budget of at least so many minutes on a CPU, for the
 # knobs the command line leaves unset (docs/speed.md has the runs that chose them: Muon learns
-# more per step than its steps cost; where torch lacks it, AdamW). The steps are then fitted to
-# the budget from the run's own first steps (Run.fit_to_budget). On CUDA the shape stays.
+# more per step than its steps cost, and more again with a higher learning rate at the same decay
+# per step). With AdamW (asked for, or where torch lacks Muon), MUON's knobs keep their defaults.
+# The steps are then fitted to the budget from the run's own first steps (Run.fit_to_budget).
+# On CUDA the shape stays.
+MUON = dict(optimizer="muon", learning_rate=4e-3, min_lr=4e-4, weight_decay=0.5)
 BUDGETS = {
-    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, optimizer="muon"),
-    5: dict(optimizer="muon"),  # the default shape: python gpt.py is a five-minute run on a laptop
+    1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, **MUON),
+    5: MUON,  # the default shape: python gpt.py is a five-minute run on a laptop
 }
 FITTED = ("max_iters", "eval_interval", "sample_interval")  # what --minutes decides as it runs
 UNFITTED = 10**9  # their values until then
@@ -820,8 +823,8 @@ def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
     if hp.device == "cpu" and not hp.init_from:
         shape = BUDGETS[max((m for m in BUDGETS if m <= hp.minutes), default=min(BUDGETS))]
     unset = {name: value for name, value in shape.items() if name not in overrides}
-    if not hasattr(torch.optim, "Muon"):  # (torch before 2.9)
-        unset.pop("optimizer", None)
+    if overrides.get("optimizer", "muon") != "muon" or not hasattr(torch.optim, "Muon"):
+        unset = {name: value for name, value in unset.items() if name not in MUON}  # AdamW's own
     return dataclasses.replace(hp, **unset, **dict.fromkeys(FITTED, UNFITTED))
 
 

@@ -9,7 +9,7 @@ wall time from start to saved model and samples, and the best val loss the run p
 
 - `--minutes=N`: gpt.py's shape for that budget (BUDGETS in gpt.py), its steps fitted to the budget;
 - the classic recipe fitted to N minutes: nanoGPT's CPU settings (4 layers x 128, 4 heads, context 64, batch 12,
-  learning rate 1e-3 to 1e-4, no dropout), given as flags, with --minutes=N fitting its steps;
+  learning rate 1e-3 to 1e-4, no dropout) with AdamW, given as flags, with --minutes=N fitting its steps;
 - the classic recipe as published: the same settings for its fixed 2,000 steps, once, as the reference.
 """
 
@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# every knob BUDGETS sets, so that --minutes fits only the recipe's steps (AdamW and weight decay 1.0 are gpt.py's)
 CLASSIC = ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64", "--batch_size=12",
-           "--learning_rate=1e-3", "--min_lr=1e-4", "--dropout=0.0"]  # fmt: skip
+           "--learning_rate=1e-3", "--min_lr=1e-4", "--dropout=0.0", "--optimizer=adamw",
+           "--weight_decay=1.0"]  # fmt: skip
 QUIET = ["--num_samples=1", "--max_new_tokens=200"]  # the same closing sample for every row
 
 

@@ -74,14 +74,18 @@ def test_muon_on_a_torch_without_it_says_what_it_needs(shakespeare):
     )
 
 
-def test_minutes_trains_with_adamw_on_a_torch_without_muon(shakespeare):
-    # --minutes picks Muon on a CPU (BUDGETS), which a user of an older torch did not ask for and cannot run
-    patch = "import torch.optim\ndel torch.optim.Muon"
-    command = [sys.executable, "-c", patched_gpt(patch), *TINY, "--minutes=0.2", "--max_new_tokens=1"]
+@pytest.mark.parametrize("why", ["asked for", "a torch without Muon"])
+def test_minutes_with_adamw_trains_with_adamws_own_learning_rate_and_decay(shakespeare, why):
+    # --minutes picks Muon on a CPU (BUDGETS) and the learning rate and decay tuned for it: a user who asks for
+    # AdamW, or whose torch is older than Muon (which they did not ask for and cannot run), gets AdamW's own
+    patch = "import torch.optim\ndel torch.optim.Muon" if why == "a torch without Muon" else ""
+    flags = ["--optimizer=adamw"] if why == "asked for" else []
+    command = [sys.executable, "-c", patched_gpt(patch), *TINY, *flags, "--minutes=0.2", "--max_new_tokens=1"]
     result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     fitted = result.stdout.split("the same run again:\n")[1].splitlines()[0]
-    assert "--max_iters=" in fitted and "--optimizer" not in fitted
+    assert "--max_iters=" in fitted and "--optimizer" not in fitted  # (adamw is the default, so not printed)
+    assert "--weight_decay" not in fitted  # TINY sets the learning rate; the decay is AdamW's default
 
 
 @pytest.mark.parametrize("value", ["Muon", "sgd"])
