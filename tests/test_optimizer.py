@@ -74,6 +74,23 @@ def test_muon_on_a_torch_without_it_says_what_it_needs(shakespeare):
     )
 
 
+def test_a_run_saved_before_there_was_a_choice_of_optimizer_resumes_with_adamw(trained):
+    # its settings hold no 'optimizer' (and its state is AdamW's, as an AdamW run's still is)
+    path = trained / "trained_model.resume.pth"
+    state = torch.load(path, weights_only=True)
+    del state["hyperparameters"]["optimizer"]
+    torch.save(state, path)
+    error = one_line_error(run_script("gpt.py", ["--resume", "--optimizer=muon"], trained))
+    assert error == (
+        "error: cannot resume with --optimizer=muon: the saved run trained with adamw; "
+        "drop the flag, or start a new run without --resume"
+    )
+    resumed = run_script("gpt.py", ["--resume", "--max_iters=30", "--max_new_tokens=1"], trained)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step 20" in resumed.stdout
+    assert torch.load(path, weights_only=True)["hyperparameters"]["optimizer"] == "adamw"
+
+
 @pytest.mark.parametrize("why", ["asked for", "a torch without Muon"])
 def test_minutes_with_adamw_trains_with_adamws_own_learning_rate_and_decay(shakespeare, why):
     # --minutes picks Muon on a CPU (BUDGETS) and the learning rate and decay tuned for it: a user who asks for
