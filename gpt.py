@@ -583,15 +583,16 @@ CUDA_DEFAULTS = dict(
 
 OLD_NAMES = {"out_file": "model_file"}  # earlier spellings, still read so that scripts keep working
 # --minutes: the shape and optimizer for a budget of at least so many minutes on a CPU, for the
-# knobs the command line leaves unset (docs/speed.md has the runs that chose them: Muon learns
-# more per step than its steps cost, and more again with a higher learning rate at the same decay
-# per step). With AdamW (asked for, or where torch lacks Muon), MUON's knobs keep their defaults.
-# The steps are then fitted to the budget from the run's own first steps (Run.fit_to_budget).
-# On CUDA the shape stays.
+# knobs the command line leaves unset (docs/speed.md and docs/experiments.md have the runs that
+# chose them: Muon learns more per step than its steps cost, and more again with a higher learning
+# rate at the same decay per step). The steps are then fitted to the budget from the run's own
+# first steps (Run.fit_to_budget). Off the CPU (CUDA, MPS) the table does not apply.
 MUON = dict(optimizer="muon", learning_rate=4e-3, min_lr=4e-4, weight_decay=0.5)
+# tuned together, for Muon: a run that sets one of them, or trains with AdamW, keeps the defaults
+TUNED = {"learning_rate", "min_lr", "weight_decay"}
 BUDGETS = {
     1: dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, **MUON),
-    5: MUON,  # the default shape: python gpt.py is a five-minute run on a laptop
+    5: dict(MUON),  # the default shape: python gpt.py is a five-minute run on a laptop
 }
 FITTED = ("max_iters", "eval_interval", "sample_interval")  # what --minutes decides as it runs
 UNFITTED = 10**9  # their values until then
@@ -772,8 +773,10 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
         state = load_resume_state(Settings(**settings).model_file)
         settings = resumed_settings(state["hyperparameters"], overrides)
     hp = Settings(**{**settings, "device": device})
-    check_settings(hp)
     world_size = dist.get_world_size() if dist.is_initialized() else 1
+    if hp.minutes and not (state or hp.sample or hp.export_hf):
+        hp = budget_settings(hp, overrides, world_size)  # checked with the knobs given
+    check_settings(hp)
     if hp.grad_accum_steps % world_size:  # every process needs the same number of micro-batches
         rounded = -(-hp.grad_accum_steps // world_size) * world_size
         print(f"{world_size} processes: grad_accum_steps raised from {hp.grad_accum_steps} "
@@ -801,8 +804,6 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
         if ignored := [f"--{name}" for name in overrides if name not in reads]:
             print(f"--{mode} ignores {', '.join(ignored)}: they are for training a model")
         return hp, functools.partial(saved_model, hp, overrides)
-    if hp.minutes and not state:
-        hp = budget_settings(hp, overrides, world_size)
     if hp.init_from and not state:  # fine-tune GPT-2: its weights, its shape and tokenizer
         return start_from_gpt2(hp, overrides)
     return hp, state
@@ -823,8 +824,10 @@ def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
     if hp.device == "cpu" and not hp.init_from:
         shape = BUDGETS[max((m for m in BUDGETS if m <= hp.minutes), default=min(BUDGETS))]
     unset = {name: value for name, value in shape.items() if name not in overrides}
-    if overrides.get("optimizer", "muon") != "muon" or not hasattr(torch.optim, "Muon"):
-        unset = {name: value for name, value in unset.items() if name not in MUON}  # AdamW's own
+    if not hasattr(torch.optim, "Muon"):  # an older torch: AdamW
+        unset.pop("optimizer", None)
+    if unset.get("optimizer", overrides.get("optimizer")) != "muon" or overrides.keys() & TUNED:
+        unset = {name: value for name, value in unset.items() if name not in TUNED}
     return dataclasses.replace(hp, **unset, **dict.fromkeys(FITTED, UNFITTED))
 
 
@@ -1153,8 +1156,9 @@ class MuonAndAdamW:
     Muon keeps a momentum of each matrix's gradient and steps along the nearest orthogonal
     matrix to it (five Newton-Schulz iterations, in bf16): every direction of the matrix moves by
     the same amount, where Adam's step follows the few directions in which the gradient is large.
-    'match_rms_adamw' scales its step to AdamW's size, so it takes the same learning rate,
-    schedule and weight decay. It learns more per step and costs a few small matmuls per matrix
+    'match_rms_adamw' scales its step to AdamW's size, so the same learning rate, schedule and
+    weight decay mean a step of the same size (the pair learns best with a higher learning rate:
+    see MUON). It learns more per step and costs a few small matmuls per matrix
     per step (docs/experiments.md has both). An embedding's rows are tokens, not directions in a
     space, so AdamW keeps them."""
 

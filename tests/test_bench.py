@@ -1,10 +1,13 @@
 """The benchmarks the README quotes still run, each at its smallest, and print the table it is quoted for.
 
 They assert nothing about speed (tests never time things): only that a reader who reruns the README's
-command gets a table instead of a traceback.
+command gets a table instead of a traceback, and that a table compares what it says it does.
 """
 
+import importlib.util
+
 from conftest import REPO, run_script
+from gpt import BUDGETS
 
 
 def test_training_benchmark_prints_its_table_and_the_targets(tmp_path):
@@ -42,3 +45,13 @@ def test_budget_benchmark_prints_its_table(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| classic recipe, its own steps | - |" in result.stdout
     assert "| classic recipe, fitted | 0.2 |" in result.stdout and "| gpt.py --minutes | 0.2 |" in result.stdout
+
+
+def test_the_budget_benchmarks_classic_recipe_sets_every_knob_a_budget_sets():
+    # otherwise --minutes gives the "classic recipe, fitted" rows the budget's optimizer or learning rate too, and
+    # they are no longer the classic recipe with only its steps fitted
+    spec = importlib.util.spec_from_file_location("budget", REPO / "bench" / "budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    classic = {flag[2:].split("=")[0] for flag in budget.CLASSIC}
+    assert set().union(*BUDGETS.values()) <= classic

@@ -51,3 +51,9 @@ def test_minutes_refuses_the_flags_it_decides_itself(shakespeare):
 def test_minutes_is_refused_with_resume_which_keeps_the_saved_runs_steps(trained):
     error = one_line_error(run_script("gpt.py", ["--resume", "--minutes=1"], trained))
     assert "--minutes fits a new run; a resumed run keeps its steps: drop --minutes" in error
+
+
+def test_minutes_refuses_a_head_count_that_does_not_divide_the_budgets_width(shakespeare):
+    # the 1-minute shape is 128 wide: the user's --n_head=5 joins it, and is checked with it before anything runs
+    error = one_line_error(run_script("gpt.py", ["--minutes=1", "--n_head=5"], shakespeare))
+    assert error.startswith("error: n_embd (128) must be divisible by n_head (5): use one of --n_head=1, 2, 4")

@@ -1,5 +1,6 @@
 """--optimizer=muon: Muon for the blocks' weight matrices, AdamW for the rest, as one optimizer to the run."""
 
+import shlex
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from conftest import QUICK, TINY, one_line_error, patched_gpt, run_script, snapshot, train_log
-from gpt import GPT, GPTConfig, Hyperparameters, make_optimizer
+from gpt import GPT, MUON, GPTConfig, Hyperparameters, make_optimizer
 
 
 def best_val_loss(result) -> float:
@@ -88,21 +89,34 @@ def test_a_run_saved_before_there_was_a_choice_of_optimizer_resumes_with_adamw(t
     resumed = run_script("gpt.py", ["--resume", "--max_iters=30", "--max_new_tokens=1"], trained)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at step 20" in resumed.stdout
-    assert torch.load(path, weights_only=True)["hyperparameters"]["optimizer"] == "adamw"
+    assert [row["step"] for row in train_log(trained)] == ["0", "10", "20", "30"]  # on from where it was
 
 
-@pytest.mark.parametrize("why", ["asked for", "a torch without Muon"])
-def test_minutes_with_adamw_trains_with_adamws_own_learning_rate_and_decay(shakespeare, why):
-    # --minutes picks Muon on a CPU (BUDGETS) and the learning rate and decay tuned for it: a user who asks for
-    # AdamW, or whose torch is older than Muon (which they did not ask for and cannot run), gets AdamW's own
-    patch = "import torch.optim\ndel torch.optim.Muon" if why == "a torch without Muon" else ""
-    flags = ["--optimizer=adamw"] if why == "asked for" else []
-    command = [sys.executable, "-c", patched_gpt(patch), *TINY, *flags, "--minutes=0.2", "--max_new_tokens=1"]
+LEARNING = [flag for flag in TINY if not flag.startswith(("--learning_rate", "--min_lr"))]  # left to --minutes
+OLD_TORCH = "import torch.optim\ndel torch.optim.Muon"
+
+
+@pytest.mark.parametrize(
+    "why, patch, flags, printed",
+    [
+        ("nothing given", "", [], [f"--{name}={value}" for name, value in MUON.items()]),
+        ("AdamW asked for", "", ["--optimizer=adamw"], []),
+        ("a torch without Muon", OLD_TORCH, [], []),  # which the user did not ask for and cannot run
+        ("a learning rate given", "", ["--learning_rate=1e-3"], ["--optimizer=muon", "--learning_rate=0.001"]),
+    ],
+)
+def test_minutes_keeps_the_learning_rate_and_decay_tuned_for_muon_together_and_for_muon_only(
+    shakespeare, why, patch, flags, printed
+):
+    # --minutes picks Muon on a CPU (BUDGETS) with the learning rate, its floor and the weight decay tuned for it
+    # (MUON): a run that trains with AdamW, or sets one of the three, gets the defaults of the others
+    command = [sys.executable, "-c", patched_gpt(patch), *LEARNING, *flags, "--minutes=0.2", "--max_new_tokens=1"]
     result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    fitted = result.stdout.split("the same run again:\n")[1].splitlines()[0]
-    assert "--max_iters=" in fitted and "--optimizer" not in fitted  # (adamw is the default, so not printed)
-    assert "--weight_decay" not in fitted  # TINY sets the learning rate; the decay is AdamW's default
+    fitted = shlex.split(result.stdout.split("the same run again:\n")[1].splitlines()[0])
+    assert any(flag.startswith("--max_iters=") for flag in fitted)
+    tuned = [flag for flag in fitted if flag.startswith(("--optimizer", "--learning_rate", "--min_lr", "--weight"))]
+    assert sorted(tuned) == sorted(printed), why  # (AdamW and the others' defaults are not printed)
 
 
 @pytest.mark.parametrize("value", ["Muon", "sgd"])
