@@ -11,7 +11,6 @@ GPT-2, torchrun); Part 1 calls it by names that say what they do, and a first re
 
 import copy
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -132,8 +131,9 @@ def get_batch(data: np.ndarray, starts: torch.Tensor, block_size: int, device: s
     rows = [data[i : i + block_size + 1].astype(np.int64) for i in starts]
     windows = torch.from_numpy(np.stack(rows))  # (B, T + 1)
     if device.startswith("cuda"):  # from page-locked memory the copy overlaps the GPU's work
-        windows = windows.pin_memory()
-    windows = windows.to(device, non_blocking=True)
+        windows = windows.pin_memory().to(device, non_blocking=True)
+    else:  # (elsewhere a non-blocking copy may read the memory after it is freed)
+        windows = windows.to(device)
     return windows[:, :-1], windows[:, 1:]  # x and y, (B, T) each
 
 
@@ -359,8 +359,8 @@ def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> No
     if averaged is model:
         return
     decay = min(ema_decay, (1 + step) / (10 + step))
-    for average, weight in zip(averaged.parameters(), model.parameters()):
-        average.lerp_(weight, 1 - decay)
+    # average += (1 - decay) * (weight - average): one call for all tensors, not a kernel for each
+    torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), 1 - decay)
 
 
 # -----------------------------------------------------------------------------
@@ -374,14 +374,14 @@ def estimate_loss(model: GPT, splits: dict, hp: Hyperparameters, hw: "Hardware")
     losses = {}
     for name, data in splits.items():
         generator = torch.Generator().manual_seed(hp.seed + 1)
-        total = 0.0
+        batch_losses = []
         for _ in range(hp.eval_iters):
             starts = random_starts(len(data), hp.block_size, hp.batch_size, generator)
             x, y = get_batch(data, starts, hp.block_size, hw.device)
             with hw.autocast:
                 _, loss = model(x, y)
-            total += loss.item()
-        losses[name] = total / hp.eval_iters
+            batch_losses.append(loss)
+        losses[name] = sum(torch.stack(batch_losses).tolist()) / hp.eval_iters  # one wait for a GPU
     model.train()
     return losses
 
@@ -435,13 +435,13 @@ def train(model: GPT, data: dict, tokenizer: Tokenizer, hp: Hyperparameters, hw:
             run.print_sample(averaged, tokenizer)  # watch gibberish turn into text
         if step == hp.max_iters:
             break  # the last step only evaluates, so a run always ends on a saved checkpoint
-        t0 = time.time()
         starts = sampler.next_step()  # grad_accum_steps tensors of batch_size random_starts
         batches = [get_batch(data["train"], s, hp.block_size, hw.device) for s in starts]
         loss = train_step(train_model, optimizer, scaler, batches, hp.grad_clip, hw.autocast)
         update_average(averaged, model, step, hp.ema_decay)
-        loss = loss.item()  # waits for the step to finish (GPUs run ahead) before the clock
-        run.stepped(step, loss, lr, time.time() - t0)  # the progress bar; a loss of nan stops
+        # the progress bar, tokens/s, and a loss of nan stops the run. A GPU runs the step while
+        # this line and the next batch are prepared: the loss is read (waited for) now and then
+        run.stepped(step, loss, lr)
     return run.finish(model)  # closes the log, draws loss.png, loads the best weights saved
 
 
@@ -525,8 +525,10 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 import zipfile  # noqa: E402
@@ -537,6 +539,8 @@ from typing import BinaryIO, NoReturn  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.utils.checkpoint  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+
+WINDOWS = sys.platform == "win32"
 
 
 class UserError(Exception):
@@ -903,9 +907,9 @@ def pick_hardware(hp: Settings) -> Hardware:
         torch.cuda.set_device(device)
     dtype, why = pick_dtype(device, hp.dtype, world_size)
     print(f"{device}, {str(dtype).removeprefix('torch.')}: {why}")
-    autocast = torch.autocast(device.split(":")[0], dtype=dtype)
-    if dtype == torch.float32:
-        autocast = contextlib.nullcontext()
+    autocast = contextlib.nullcontext()  # fp32: nothing to do (and no autocast to warn)
+    if dtype != torch.float32:
+        autocast = torch.autocast(device.split(":")[0], dtype=dtype)
     if device == "cpu":
         keep_freed_memory()
     if device.startswith("cuda"):
@@ -944,13 +948,15 @@ def good_dtypes(device: str) -> dict[str, str]:
         # CPUs with AVX-512 BF16 or AMX multiply bf16 matrices natively, several times faster
         # than fp32; elsewhere bf16 is emulated and slower. Asking the CPU, not timing it, keeps
         # the choice (and so the run) the same however busy the machine is.
+        # fp16 is emulated on most CPUs: slow, but it runs older GPUs' path (the gradient scaler)
         native = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's checks
         if any(getattr(torch.cpu, check, lambda: False)() for check in native):
             return {
                 "bfloat16": "this CPU multiplies bf16 natively (AVX-512 BF16 or AMX)",
                 "float32": "",
+                "float16": "",
             }
-        return {"float32": "this CPU has no native bf16 matmul"}
+        return {"float32": "this CPU has no native bf16 matmul", "float16": ""}
     return {"float32": f"the safe choice on {device}", "bfloat16": "", "float16": ""}
 
 
@@ -1024,19 +1030,53 @@ def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, i
 
 
 def free_memory(device: str) -> int | None:
-    """Bytes the device has free (None where that cannot be asked). On Linux, what the system
-    could hand out, or less where a container's memory limit (cgroup v2) says so."""
-    if device.startswith("cuda"):
-        return torch.cuda.mem_get_info(device)[0]
+    """Bytes the device has free, or None where that cannot be asked: a GPU's own memory; on Linux
+    what the system could hand out, or less where a container's limit (cgroup v2 or v1) says so;
+    on Windows the physical memory available; on a Mac, where memory is compressed and swapped
+    rather than refused, all of it (so only what can never fit is refused)."""
+    if device.startswith("cuda"):  # (torch before 2.5 needs the GPU's index, not 'cuda')
+        return torch.cuda.mem_get_info(torch.device(device).index or torch.cuda.current_device())[0]
+    if device == "mps":
+        return None  # shared with the system, which swaps: no limit to check against
+    if WINDOWS:
+        return windows_available_memory()
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, ValueError):
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return None
     free = []
     with contextlib.suppress(OSError, ValueError):
         with open("/proc/meminfo") as f:
             free += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable")]
-    with contextlib.suppress(OSError, ValueError):  # 'max' (no limit) is not a number
-        cgroup = "/sys/fs/cgroup/memory."
-        with open(cgroup + "max") as limit, open(cgroup + "current") as used:
-            free.append(int(limit.read()) - int(used.read()))
+    for limit, used in CGROUP_MEMORY:
+        with contextlib.suppress(OSError, ValueError):  # 'max' (no limit) is not a number
+            with open(limit) as limit_file, open(used) as used_file:
+                free.append(int(limit_file.read()) - int(used_file.read()))
     return min(free, default=None)
+
+
+CGROUP_MEMORY = [  # a container's memory limit and use: cgroup v2, then v1 (older Docker hosts)
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+]
+
+
+def windows_available_memory() -> int | None:
+    """The physical memory Windows could hand out now (GlobalMemoryStatusEx's ullAvailPhys)."""
+
+    class MemoryStatus(ctypes.Structure):
+        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                    *((name, ctypes.c_ulonglong) for name in ("ullTotalPhys", "ullAvailPhys",
+                      "ullTotalPageFile", "ullAvailPageFile", "ullTotalVirtual",
+                      "ullAvailVirtual", "ullAvailExtendedVirtual"))]  # fmt: skip
+
+    status = MemoryStatus(dwLength=ctypes.sizeof(MemoryStatus))
+    try:
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return status.ullAvailPhys
+    except (AttributeError, OSError):
+        pass
+    return None
 
 
 def check_memory(hp: Settings, vocab_size: int, hw: Hardware) -> str:
@@ -1058,16 +1098,27 @@ def check_memory(hp: Settings, vocab_size: int, hw: Hardware) -> str:
 
 def compile_problem(device: str) -> str:
     """Why torch.compile cannot work here, or '' when it can."""
-    compilers = (os.environ.get("CXX", ""), "g++", "clang++", "cl")
     if not torch._dynamo.is_dynamo_supported():
         return f"torch.compile does not support Python {sys.version.split()[0]} yet"
-    if device == "cpu" and not any(shutil.which(cxx) for cxx in compilers):
-        return ("torch.compile turns the model into C++ on a CPU and needs a compiler "
-                "(install g++ or clang)")  # fmt: skip
-    if device.startswith("cuda") and not torch.utils._triton.has_triton():
-        return "torch.compile needs triton on a GPU (pip install triton)"
     if device == "mps":
         return "torch.compile does not support Apple GPUs (mps) well yet"
+    if device == "cpu":  # it writes C++ and builds it with the compiler PyTorch was built with
+        compilers = ("cl",) if WINDOWS else (os.environ.get("CXX", ""), "g++", "clang++")
+        if not any(shutil.which(cxx) for cxx in compilers if cxx):
+            return ("torch.compile turns the model into C++ on a CPU and needs a compiler ("
+                    + ("Visual Studio's cl, in a Developer Command Prompt" if WINDOWS else
+                       "install g++ or clang") + ")")  # fmt: skip
+        return ""
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (7, 0):  # triton, which compiles for GPUs, starts at Volta
+        return (f"torch.compile's GPU compiler (triton) needs compute capability 7.0 or newer; "
+                f"this GPU has {major}.{minor}")  # fmt: skip
+    if not torch.utils._triton.has_triton():
+        return (
+            "torch.compile needs triton on a GPU, which has no Windows build: use WSL2"
+            if WINDOWS
+            else "torch.compile needs triton on a GPU (pip install triton)"
+        )
     return ""
 
 
@@ -1133,15 +1184,31 @@ def resume_command(model_file: str, world_size: int) -> str:
     """What to type to continue a run stopped with Ctrl-C."""
     flags = "--resume"
     if model_file != Settings.model_file:
-        flags += f" --model_file={shlex.quote(model_file)}"
-    script = sys.argv[0]  # gpt.py, as the user typed it (it may be in another folder)
+        flags += " " + quote(f"--model_file={model_file}")
+    script = quote(sys.argv[0])  # gpt.py, as the user typed it (it may be in another folder)
     if world_size == 1:
-        return f"python {script} {flags}"
+        return f"{python_command()} {script} {flags}"
     if world_size == int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # all on this machine
         return f"torchrun --nproc_per_node={world_size} {script} {flags}"
     # processes on other machines too: only rank 0 saved the file, and every process reads it
     return (f"the same torchrun command on every machine, with {flags}, once every machine has "
             f"{resume_path(model_file)}")  # fmt: skip
+
+
+def quote(arg: str) -> str:
+    """arg as the user's shell reads it back: POSIX quotes for a Unix shell; cmd.exe and
+    PowerShell keep those as part of the argument, and take double quotes instead."""
+    return subprocess.list2cmdline([arg]) if WINDOWS else shlex.quote(arg)
+
+
+def python_command() -> str:
+    """What runs this Python from the user's shell: 'python', or 'python3' where that is the only
+    name (stock macOS and many Linux systems have no 'python')."""
+    for name in ("python", "python3"):
+        found = shutil.which(name)
+        if found and os.path.realpath(found) == os.path.realpath(sys.executable):
+            return name
+    return "python" if WINDOWS or shutil.which("python") else "python3"
 
 
 # -----------------------------------------------------------------------------
@@ -1224,23 +1291,42 @@ def replacing(path: str, advice: str) -> Iterator[BinaryIO]:
     new one, never half of one. On any failure the temporary file goes and path is untouched."""
     folder, name = os.path.split(path)
     tmp = ""
-    try:  # the process id in the name tells clean_stale_temps whose it is
-        prefix = f".{name}.{os.getpid()}."
+    try:  # the name says it is ours, and the process id whose (see clean_stale_temps)
+        prefix = f".{name}.{os.getpid()}.{TEMP_MARK}"
         handle, tmp = tempfile.mkstemp(dir=folder or ".", prefix=prefix, suffix=".tmp")
         os.chmod(tmp, 0o666 & ~UMASK)  # as open() would make it (mkstemp keeps it private)
         with os.fdopen(handle, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except (OSError, RuntimeError) as e:  # a full disk (torch's zip writer: RuntimeError), ...
         reason = getattr(e, "strerror", None) or str(e).split("\n")[0][:80]
         if isinstance(e, RuntimeError) and shutil.disk_usage(folder or ".").free < 1 << 20:
             reason = "No space left on device"  # torch's zip writer only says "unexpected pos"
-        fail(f"cannot write {path!r} ({reason}): {advice}")
+        fail(f"cannot write {path!r} ({reason}): {held_open_advice(e)}{advice}")
     finally:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def replace(tmp: str, path: str, tries: int = 10) -> None:
+    """os.replace(tmp, path). On Windows a file that another program has open cannot be replaced,
+    and a virus scanner or the search indexer opens new files for a moment: try again for about
+    a second before giving up."""
+    for attempt in range(tries):
+        try:
+            return os.replace(tmp, path)
+        except PermissionError:
+            if not WINDOWS or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def held_open_advice(error: BaseException) -> str:
+    """The likely cause of a file that cannot be replaced or added to: another program holding
+    it open (Windows refuses; the log open in Excel), said before the usual advice."""
+    return "close any program that has it open, or " if isinstance(error, PermissionError) else ""
 
 
 UMASK = os.umask(0o022)  # (reading the umask means setting it: this sets it back as it was)
@@ -1248,21 +1334,34 @@ os.umask(UMASK)
 
 
 def clean_stale_temps(folder: str) -> None:
-    """Remove the temporary files of runs that were killed mid-write (their process is gone)."""
+    """Remove the temporary files of runs that were killed mid-write: only names replacing() makes
+    (.trained_model.pth.1234.gpt-x1y2z3.tmp), and only where their process is gone."""
     for name in os.listdir(folder or "."):
-        if (match := re.fullmatch(r"\..+\.(\d+)\.\w+\.tmp", name)) and not alive(int(match[1])):
+        path = os.path.join(folder, name)
+        if (match := TEMP_NAME.fullmatch(name)) and left_behind(path, int(match[1])):
             with contextlib.suppress(OSError):
-                os.remove(os.path.join(folder, name))
+                os.remove(path)
 
 
-def alive(pid: int) -> bool:
+TEMP_MARK = "gpt-"
+TEMP_NAME = re.compile(r"\..+\.(\d+)\." + TEMP_MARK + r"\w+\.tmp")
+STALE_SECONDS = 3600  # where a process cannot be asked about, a temp file this old is left behind
+
+
+def left_behind(path: str, pid: int) -> bool:
+    """Whether the process that wrote path has ended. Windows cannot be asked with signal 0 (its
+    os.kill(pid, 0) sends Ctrl-C): there, a file nobody has written to for an hour is."""
+    if WINDOWS:
+        with contextlib.suppress(OSError):
+            return time.time() - os.path.getmtime(path) > STALE_SECONDS
+        return False
     try:
         os.kill(pid, 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
-        return False
+        return True
     except OSError:  # it exists, but is another user's
         pass
-    return True
+    return False
 
 
 def run_files(model_file: str) -> list[str]:
@@ -1424,6 +1523,7 @@ class Run:
         self.first_val_loss = None  # this session's first evaluation, to tell divergence by
         self.step_seconds, self.first_eval_seconds = [], 0.0  # to say how long the run takes
         self.first_sample_seconds = 0.0
+        self.pending = []  # the losses of the steps since the last read (see stepped)
         self.deadline = math.inf  # --minutes: when the run must end (see fit_to_budget)
         self.interrupted = False
         self.kept_earlier = self.state is not None  # a new run keeps the earlier run's files
@@ -1474,7 +1574,7 @@ class Run:
         clean_stale_temps(os.path.dirname(hp.model_file))
         if not self.state and hw.master:
             describe_earlier_model(hp.model_file)
-        self.start_time = time.time()
+        self.start_time = self.window_start = time.perf_counter()  # (Windows' time() ticks 16 ms)
         signal.signal(signal.SIGINT, self.on_ctrl_c)
         # a bar redrawn in place on a terminal; piped to a file, a plain line now and then
         on_terminal = sys.stderr.isatty()
@@ -1525,6 +1625,8 @@ class Run:
         step = self.start_step
         while step <= self.hp.max_iters:  # (--minutes sets max_iters once steps are measured)
             late = self.deadline < math.inf and process_seconds() > self.deadline  # --minutes
+            if late or self.interrupted:
+                self.read_losses(step - 1)  # the steps a GPU may still be running
             if late and step < self.hp.max_iters:
                 tqdm.write(f"the {self.hp.minutes:g}-minute budget is spent: step {step} is the "
                            "last (the steps took longer than the first ones)")  # fmt: skip
@@ -1556,7 +1658,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
             "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": [torch.cuda.get_rng_state(hw.device)] if hw.device_type == "cuda" else [],
-            "elapsed_s": self.elapsed_before + time.time() - self.start_time,
+            "elapsed_s": self.elapsed_before + time.perf_counter() - self.start_time,
             "finished": finished,  # evaluated its last step: --resume has nothing left to do
         })  # fmt: skip
         self.flush_log()  # once the state is saved, the log that goes with it
@@ -1572,7 +1674,7 @@ class Run:
         process's losses["val"] becomes rank 0's."""
         hp = self.hp
         if self.first_val_loss is None:  # this session's first evaluation, the first thing it did
-            self.first_eval_seconds = time.time() - self.start_time
+            self.first_eval_seconds = time.perf_counter() - self.start_time
         losses["val"] = agree_on(losses["val"], self.hw)
         # diverged: a val loss (or nan) well above both guessing uniformly and where this session
         # began (a fresh model can start above uniform); caught before anything is saved
@@ -1595,7 +1697,7 @@ class Run:
         if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
             self.save_state(step, finished=step == hp.max_iters)  # resumed, it evaluates it again
         tokens = step * self.tokens_per_step
-        elapsed = self.elapsed_before + time.time() - self.start_time
+        elapsed = self.elapsed_before + time.perf_counter() - self.start_time
         self.write_log({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
                         "elapsed_s": f"{elapsed:.1f}", "train_loss": f"{losses['train']:.4f}",
                         "val_loss": f"{losses['val']:.4f}", "lr": f"{lr:.3e}"})  # fmt: skip
@@ -1604,6 +1706,7 @@ class Run:
             tqdm.write(
                 f"reached the target val loss {hp.target_loss} at step {step}: stopping early"
             )
+        self.window_start = time.perf_counter()  # the steps' clock leaves evaluations out
 
     def write_log(self, row: dict) -> None:
         """Add a row to train_log.csv, once the run has saved something (it saves nothing at
@@ -1629,7 +1732,7 @@ class Run:
                 self.log_file.write(csv_text(self.log_rows))
                 self.log_file.flush()
         except OSError as e:
-            fail(f"cannot write {path!r} ({e.strerror}): {advice}")
+            fail(f"cannot write {path!r} ({e.strerror}): {held_open_advice(e)}{advice}")
         self.log_rows = []
 
     def print_sample(self, model: GPT, tokenizer: Tokenizer) -> None:
@@ -1637,29 +1740,63 @@ class Run:
         generator and no dropout, so training goes on exactly as it would without it."""
         if not self.hw.master:
             return
-        hp, started = self.hp, time.time()
+        hp, started = self.hp, time.perf_counter()
         with self.hw.autocast:
             pieces = generate_text(model, tokenizer, hp.prompt, 1, hp.sample_tokens, hp.seed,
                                    **sampling_options(hp))  # fmt: skip
             text = "".join(piece for [piece] in pieces)  # one sample: each yield is a list of one
         tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
-        self.first_sample_seconds = self.first_sample_seconds or time.time() - started
+        self.first_sample_seconds = self.first_sample_seconds or time.perf_counter() - started
+        self.window_start = time.perf_counter()  # and samples
         model.train()  # generate_text switched to eval mode
 
-    def stepped(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        if not math.isfinite(loss):
-            fail(f"the loss became {loss} at step {step + 1}: the run diverged; try a lower "
+    def stepped(self, step: int, loss: torch.Tensor, lr: float) -> None:
+        """After each step: the progress bar, tokens/s, the time estimate (--minutes: the fit),
+        and a loss that is not finite stops the run. Reading a loss waits for the device to finish
+        its step; a CPU has finished anyway, but a GPU runs ahead while the next batch is made, so
+        there the losses are read every READ_EVERY steps and before each pause (Part 1's
+        evaluations and samples), and the time of those steps is shared among them."""
+        self.pending.append(loss.detach())
+        self.lr, hp, after = lr, self.hp, step + 1
+        pauses = (
+            after % hp.eval_interval == 0
+            or after == hp.max_iters
+            or (hp.sample_interval and after % hp.sample_interval == 0)
+        )  # Part 1 evaluates or samples before the next step
+        if (
+            self.hw.device_type == "cpu"
+            or pauses
+            or step == self.start_step
+            or after % READ_EVERY == 0
+            or self.plain_every
+            and after % self.plain_every == 0
+        ):
+            self.read_losses(step)  # fmt: skip
+
+    def read_losses(self, step: int) -> None:
+        """The losses of the steps up to step: checked, shown, and their time measured."""
+        if not self.pending:
+            return
+        losses = torch.stack(self.pending).tolist()  # waits for the device
+        now = time.perf_counter()
+        seconds, count = (now - self.window_start) / len(losses), len(losses)
+        self.pending, self.window_start = [], now
+        bad = [(x, step + 1 - count + i) for i, x in enumerate(losses, 1) if not math.isfinite(x)]
+        if anyone(bool(bad), self.hw):  # every process stops, not only the one that saw it
+            loss, at = bad[0] if bad else ("not finite in another process", step + 1)
+            fail(f"the loss became {loss} at step {at}: the run diverged; try a lower "
                  "--learning_rate. Nothing was saved after it went bad")  # fmt: skip
-        now = f"loss {loss:.4f}, lr {lr:.1e}, {self.tokens_per_step / seconds:,.0f} tok/s"
+        speed = f", {self.tokens_per_step / seconds:,.0f} tok/s" if seconds > 0 else ""
+        now = f"loss {losses[-1]:.4f}, lr {self.lr:.1e}{speed}"
         self.progress.set_postfix_str(now, refresh=False)
-        self.progress.update()
+        self.progress.update(count)
         if self.plain_every and (step + 1) % self.plain_every == 0:
             print(f"step {step + 1}/{self.hp.max_iters}: {now}", flush=True)
         # once the first steps are measured, say how long the run takes (--minutes: fit it)
         fitting = self.hp.minutes and self.hp.max_iters == UNFITTED
         measure = min(FIT_STEPS, self.hp.warmup_iters) if fitting else 10
         if len(self.step_seconds) < measure:
-            self.step_seconds.append(seconds)
+            self.step_seconds += [seconds] * min(count, measure - len(self.step_seconds))
             if len(self.step_seconds) == measure:
                 if fitting:
                     self.fit_to_budget(step)
@@ -1672,7 +1809,8 @@ class Run:
         change: the printed flags run the same run again (unless the steps slow down so much
         that the deadline ends the run early, which it says)."""
         hp = self.hp
-        per_step = statistics.median(self.step_seconds[len(self.step_seconds) // 2 :])  # settled
+        settled = statistics.median(self.step_seconds[len(self.step_seconds) // 2 :])
+        per_step = max(settled, 1e-6)  # (a clock too coarse to see a step)
         evaluation = self.first_eval_seconds + self.first_sample_seconds
         final = self.first_sample_seconds * hp.max_new_tokens / max(1, hp.sample_tokens)
         self.deadline = hp.minutes * 60 - final - 1  # past it the run ends, evaluating where it is
@@ -1685,11 +1823,12 @@ class Run:
         # the budget's shape and steps, and every other knob this run set
         always = (*MODEL_SHAPE[1:5], "batch_size", *FITTED)
         knobs = {f.name: getattr(hp, f.name) for f in dataclasses.fields(Hyperparameters)}
-        flags = " ".join(shlex.quote(f"--{name}={value}") for name, value in knobs.items()
+        flags = " ".join(quote(f"--{name}={value}") for name, value in knobs.items()
                          if name in always or value != getattr(Hyperparameters, name))  # fmt: skip
         minutes = f"{hp.minutes:g} minute" + ("" if hp.minutes == 1 else "s")
-        tqdm.write(f"fitted to {minutes}: {hp.max_iters:,} steps at {per_step:.3g} s"
-                   f"; the same run again:\n  python {sys.argv[0]} {flags}")  # fmt: skip
+        again = f"{python_command()} {quote(sys.argv[0])} {flags}"
+        tqdm.write(f"fitted to {minutes}: {hp.max_iters:,} steps at {per_step:.3g} s; the same "
+                   f"run again:\n  {again}")  # fmt: skip
 
     def say_how_long(self, step: int) -> None:
         """What the rest of the run will take, from the median of its first steps (the first one,
@@ -1715,7 +1854,7 @@ class Run:
             raise SystemExit(0)
         self.flush_log()  # a run that ended at step 0 has its one row still waiting
         hp = self.hp
-        session = time.time() - self.start_time
+        session = time.perf_counter() - self.start_time
         also = f" ({self.elapsed_before + session:.0f} s in all)" if self.elapsed_before else ""
         print(f"done in {session:.0f} s{also}; best val loss {self.best_val_loss:.4f}, saved to "
               f"{hp.model_file}")  # fmt: skip
@@ -1736,6 +1875,7 @@ def process_seconds() -> float:
 
 
 WORKSHOP_READ = time.time()
+READ_EVERY = 10  # steps a GPU runs ahead between reads of the loss (see Run.stepped)
 BAR = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
 LOG_COLUMNS = ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
 
@@ -1855,12 +1995,15 @@ def open_text(path: str) -> BinaryIO:
 def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
     """A text file's text, about 4 MB at a time, so a text larger than memory can be tokenized.
 
+    Line breaks are read as Python's open() reads them: Windows' "\r\n" (what git on Windows
+    may give input.txt) and old Macs' "\r" become "\n", so a text means the same everywhere.
     Each piece ends just before a line break that follows a non-space character. GPT-2's
     tokenizer never joins characters across such a place, so the pieces encode to the same tokens
     as the whole.
     """
     file = open_text(path)
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    decoder = io.IncrementalNewlineDecoder(utf8, translate=True)  # as open()'s text mode
     rest, bytes_before, lines_before = "", 0, 0
     with file:
         while True:
@@ -1878,10 +2021,7 @@ def read_pieces(path: str, piece_bytes: int = 1 << 22) -> Iterator[str]:
                 yield text
                 return
             cut = text.rfind("\n")
-            while cut > 0:
-                cut -= text[cut - 1] == "\r"  # a Windows line break, "\r\n", is one break
-                if cut > 0 and not text[cut - 1].isspace():
-                    break
+            while cut > 0 and text[cut - 1].isspace():
                 cut = text.rfind("\n", 0, cut)
             if cut > 0:  # else keep reading: the piece grows until it has a safe place to end
                 yield text[:cut]
@@ -1914,7 +2054,11 @@ def load_tokens(path: str, kind: str) -> tuple[np.ndarray, Tokenizer]:
     with open_text(path) as f:
         stat = os.fstat(f.fileno())
     cache = f"{path}.{kind}.tokens"
-    text_id = {"text_bytes": stat.st_size, "text_mtime_ns": stat.st_mtime_ns}
+    text_id = {
+        "text_bytes": stat.st_size,
+        "text_mtime_ns": stat.st_mtime_ns,
+        "line_breaks": "\\n",
+    }  # read as read_pieces does: a cache made otherwise is redone
     try:
         with open(cache + ".json") as f:
             info = json.load(f)
@@ -2316,11 +2460,35 @@ def print_samples(model: GPT, tokenizer: Tokenizer, hp: Hyperparameters, hw: Har
     else:
         for i, text in enumerate(texts):
             print(f"\n--- sample {i + 1} of {hp.num_samples} ---\n{text}")
+    say_if_unshown("".join(texts))
+
+
+def say_if_unshown(text: str) -> None:
+    """Where the output's encoding cannot show every character of text, say so and how to fix it
+    (see show_any_text)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        print(f"(some characters cannot be shown in this output's encoding, {encoding}, and "
+              "print as '?': set PYTHONUTF8=1 to see them)", file=sys.stderr)  # fmt: skip
+    except LookupError:  # an encoding Python does not know
+        pass
+
+
+def show_any_text() -> None:
+    """Print text the output's encoding cannot show as '?', rather than stop the run with a
+    UnicodeEncodeError: Windows encodes a redirected or piped output, an IDE's console, Git Bash
+    in its ANSI code page (cp1252 in Western Europe), which has no Greek, Cyrillic or Japanese."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # not a reconfigurable text stream
+            stream.reconfigure(errors="replace")
 
 
 def run_command_line(main: Callable[[list[str]], None]) -> None:
     """main(the command line's arguments), with every failure a user can cause told in one line
     (bigram.py runs this way too)."""
+    show_any_text()
     try:
         main(sys.argv[1:])
         return
@@ -2331,7 +2499,7 @@ def run_command_line(main: Callable[[list[str]], None]) -> None:
     except (MemoryError, torch.cuda.OutOfMemoryError):  # the computer's RAM, or a GPU's
         message = OUT_OF_MEMORY
     except RuntimeError as e:  # PyTorch's CPU allocator says so in a RuntimeError
-        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+        if not any(words in str(e) for words in OUT_OF_MEMORY_WORDS):
             raise
         message = OUT_OF_MEMORY
     except BrokenPipeError:  # the reader stopped, as `python gpt.py --sample | head` does
@@ -2344,6 +2512,8 @@ def run_command_line(main: Callable[[list[str]], None]) -> None:
     sys.exit(message or 130)
 
 
+# how PyTorch says it: its CPU allocator on Linux and macOS, on Windows, and a GPU's
+OUT_OF_MEMORY_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
 OUT_OF_MEMORY = ("error: out of memory: use a smaller --batch_size, --block_size or model "
                  "(or fewer --num_samples)")  # fmt: skip
 
