@@ -7,7 +7,7 @@ For each size and tokenizer it runs gpt.py twice in a scratch folder: the first 
 text and writes the cache beside it, the second start maps the cache. Each run trains one step with
 tiny settings, so the time is start-up: reading (or tokenizing) the data, building the model,
 evaluating once, saving and printing a one-token sample. Peak memory is the child process's
-maximum resident set, from the operating system (os.wait4).
+maximum resident set, from the operating system (os.wait4; Windows has no such call, and shows '-').
 """
 
 import argparse
@@ -18,13 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import rss_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 ONE_STEP = ["--n_layer=1", "--n_head=1", "--n_embd=16", "--block_size=32", "--batch_size=4", "--max_iters=1",
             "--eval_iters=1", "--sample_interval=0", "--num_samples=1", "--max_new_tokens=1"]  # fmt: skip
 
 
-def run(folder: Path, tokenizer: str) -> tuple[float, float, bool]:
-    """Seconds, peak MB, and whether this start tokenized the text."""
+def run(folder: Path, tokenizer: str) -> tuple[float, float | None, bool]:
+    """Seconds, peak MB (None on Windows), and whether this start tokenized the text."""
     start = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, str(REPO / "gpt.py"), *ONE_STEP, f"--tokenizer={tokenizer}"],
@@ -34,11 +36,15 @@ def run(folder: Path, tokenizer: str) -> tuple[float, float, bool]:
         text=True,
     )
     out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(child.pid, 0)
+        peak_mb = rss_bytes(usage.ru_maxrss) / 2**20  # MiB, as this table has always given them
+    else:  # Windows
+        status, peak_mb = child.wait(), None
     seconds = time.perf_counter() - start
     if status != 0:
         sys.exit(f"gpt.py failed in {folder}:\n{out}")
-    return seconds, usage.ru_maxrss / 1024, "tokenizing" in out  # ru_maxrss is in KiB on Linux
+    return seconds, peak_mb, "tokenizing" in out
 
 
 def main() -> None:
@@ -59,8 +65,9 @@ def main() -> None:
                 second_s, second_mb, tokenized_again = run(folder, tokenizer)
                 assert tokenized and not tokenized_again
                 cache_mb = (folder / f"input.txt.{tokenizer}.tokens").stat().st_size / 1e6
+                memory = "-" if first_mb is None else f"{first_mb:,.0f} / {second_mb:,.0f} MB"
                 print(f"| x{copies} ({len(text) * copies / 1e6:,.0f} MB) | {tokenizer} | {cache_mb:,.1f} MB | "
-                      f"{first_s:.1f} s | {second_s:.1f} s | {first_mb:,.0f} / {second_mb:,.0f} MB |")  # fmt: skip
+                      f"{first_s:.1f} s | {second_s:.1f} s | {memory} |")  # fmt: skip
 
 
 if __name__ == "__main__":

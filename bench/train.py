@@ -16,8 +16,6 @@ import argparse
 import copy
 import datetime
 import json
-import os
-import resource
 import shlex
 import statistics
 import subprocess
@@ -29,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gpt  # noqa: E402
+from machine import cpu_name, load_average, peak_rss_bytes  # noqa: E402
 
 # name: (what the table calls it, GPTConfig fields, batch size)
 SIZES = {
@@ -48,9 +47,14 @@ FP32_EAGER = dict(
 )
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (10^6 bytes; Linux reports it in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (10^6 bytes); None where the system will not say (Windows)."""
+    peak = peak_rss_bytes()
+    return None if peak is None else peak / 1e6
+
+
+def mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def measure(job: dict) -> dict:
@@ -90,15 +94,25 @@ def in_fresh_process(job: dict) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> tuple[float, float]:
+def synchronize(device: str) -> None:
+    """Wait for the work queued on a GPU, so that the clock read next sees it done; a CPU's is done on return."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_gflops(dtype: torch.dtype, n: int, repeats: int, device: str = "cpu") -> tuple[float, float]:
     """Best and median GFLOP/s of an (n, n) @ (n, n) matmul (2 n^3 FLOPs), after 2 untimed warm-ups."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     times = []
     for _ in range(2):
         a @ b
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / min(times) / 1e9, 2 * n**3 / statistics.median(times) / 1e9
 
@@ -192,7 +206,7 @@ def run(job: dict, peak: dict[str, float], measured: dict) -> list[str]:
         job["label"], f"{result['params'] / 1e6:.1f}M", f"{variant_name}: {job['note']}", ms,
         f"{tokens_per_s:,.0f}", f"{tokens_per_s * flops_per_token / 1e9:,.1f} G",
         f"{fraction:.0%}", f"{tokens_per_s / baseline[0]:.2f}x" if baseline else "-", compile_s,
-        f"{result['rss_mb']:,.0f}", f"{result['rss_at_start_mb']:,.0f}",
+        mb(result["rss_mb"]), mb(result["rss_at_start_mb"]),
     ]  # fmt: skip
 
 
@@ -215,12 +229,12 @@ def targets(measured: dict, auto: str) -> str:
         return measured[size, default(size)][0] / measured[size, key(FP32_EAGER)][0] if both else None
 
     baby_fraction = measured[("baby", default("baby"))][1] if ("baby", default("baby")) in measured else None
-    memory = measured.get(("gpt2 memory", default("gpt2 memory")))
+    memory = measured.get(("gpt2 memory", default("gpt2 memory")), (None, None, None))[2]  # None: not measured
     return "; ".join([
         verdict("baby GPT default / fp32 eager tokens/s", speed_up("baby"), 3.0, "{:.2f}x"),
         verdict("cpu recipe default / fp32 eager tokens/s", speed_up("cpu"), 1.5, "{:.2f}x"),
         verdict(f"baby GPT default model FLOP/s / {SHORT[auto]} peak", baby_fraction, 0.65, "{:.0%}"),
-        verdict("GPT-2 124M peak RSS at 4 x 1024", memory[2] / 1000 if memory else None, 6.0, "{:.2f} GB", False),
+        verdict("GPT-2 124M peak RSS at 4 x 1024", None if memory is None else memory / 1000, 6.0, "{:.2f} GB", False),
     ])  # fmt: skip
 
 
@@ -244,14 +258,15 @@ def main() -> None:
 
     auto_dtype, why = gpt.pick_dtype("cpu", "auto")
     auto = str(auto_dtype).removeprefix("torch.")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU: {cpu}; gpt.py picks {SHORT[auto]}: {why}")  # fmt: skip
+          f"{torch.get_num_threads()} threads, CPU: {cpu_name()}; gpt.py picks {SHORT[auto]}: {why}")  # fmt: skip
     print(f"command: {shlex.join(['python', *sys.argv])}")
-    load = os.getloadavg()[0]  # runnable processes, averaged over the last minute; ours has not started yet
-    busy = " -- other work has been using these cores: if it still is, these numbers are not reliable"
-    busy = busy if load > 0.5 else ""
-    print(f"load average before measuring: {load:.2f}{busy}\n")
+    load = load_average()  # runnable processes, averaged over the last minute; ours has not started yet
+    if load is None:
+        print("load average before measuring: - (this system keeps none): make sure nothing else is running\n")
+    else:
+        busy = " -- other work has been using these cores: if it still is, these numbers are not reliable"
+        print(f"load average before measuring: {load:.2f}{busy if load > 0.5 else ''}\n")
     peak, n = {}, args.matmul_size
     for dtype in dict.fromkeys(["float32", auto]):
         best, median = matmul_gflops(getattr(torch, dtype), n, repeats=10)

@@ -1,13 +1,33 @@
 """The benchmarks the README quotes still run, each at its smallest, and print the table it is quoted for.
 
 They assert nothing about speed (tests never time things): only that a reader who reruns the README's
-command gets a table instead of a traceback, and that a table compares what it says it does.
+command gets a table instead of a traceback, and that a table compares what it says it does. bench/check.py, the
+self-check a user runs before a bug report, must find everything ok on this CPU; and the questions the scripts ask
+the operating system (peak memory, the CPU's name) are answered as macOS and Windows answer them.
 """
 
+import importlib
 import importlib.util
+import subprocess
+import sys
+import types
+
+import pytest
 
 from conftest import REPO, run_script
 from gpt import BUDGETS
+
+CHECKS = ["train", "stop and resume, bit for bit", "sample", "fp16 with a gradient scaler", "torchrun, 2 processes",
+          "speed"]  # fmt: skip
+
+
+def import_bench(name: str, monkeypatch) -> types.ModuleType:
+    """bench/<name>.py imported afresh, as its script runs (bench/ on the path), together with bench/machine.py."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    for module in dict.fromkeys(["machine", name]):
+        monkeypatch.setitem(sys.modules, module, None)  # noted, so that after the test the earlier module is back
+        del sys.modules[module]  # and imported anew now
+    return importlib.import_module(name)
 
 
 def test_training_benchmark_prints_its_table_and_the_targets(tmp_path):
@@ -55,3 +75,47 @@ def test_the_budget_benchmarks_classic_recipe_sets_every_knob_a_budget_sets():
     spec.loader.exec_module(budget)
     classic = {flag[2:].split("=")[0] for flag in budget.CLASSIC}
     assert set().union(*BUDGETS.values()) <= classic
+
+
+def test_the_self_check_trains_resumes_bit_for_bit_samples_and_runs_torchrun_on_a_cpu(tmp_path):
+    result = run_script("bench/check.py", ["--device=cpu", "--quick"], tmp_path, timeout=900)
+    rows = {}
+    for line in result.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        if line.startswith("| ") and cells[0] not in ("check", "---"):
+            rows[cells[0]] = cells[1]
+    assert list(rows) == CHECKS, result.stdout + result.stderr
+    ok = ("train", "stop and resume, bit for bit", "sample", "torchrun, 2 processes")
+    assert {name: rows[name] for name in ok} == dict.fromkeys(ok, "ok"), result.stdout
+    assert result.returncode == 0, result.stdout  # and fp16 and speed ok too, or fp16 skipped where gpt.py takes none
+    assert "- CPU: " in result.stdout and "gpt.py picks cpu, " in result.stdout  # the machine, above the table
+
+
+@pytest.mark.parametrize("platform, ru_maxrss", [("darwin", 512_000_000), ("linux", 500_000)])
+def test_peak_memory_reads_ru_maxrss_as_bytes_on_macos_and_as_kib_on_linux(monkeypatch, platform, ru_maxrss):
+    resource = pytest.importorskip("resource")
+    train = import_bench("train", monkeypatch)
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=ru_maxrss))
+    assert train.peak_rss_mb() == 512.0  # MB of 10^6 bytes: 512,000,000 bytes, or 500,000 KiB
+
+
+def test_the_training_benchmark_imports_without_resource_and_shows_peak_memory_as_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows: `import resource` raises ImportError
+    train = import_bench("train", monkeypatch)
+    assert train.peak_rss_mb() is None
+    assert train.mb(train.peak_rss_mb()) == "-"
+
+
+def test_the_cpu_name_comes_from_sysctl_on_macos(monkeypatch):
+    machine = import_bench("machine", monkeypatch)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    asked = []
+
+    def sysctl(command, **options):
+        asked.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="Apple M2 Pro\n", stderr="")
+
+    monkeypatch.setattr(machine.subprocess, "run", sysctl)
+    assert machine.cpu_name() == "Apple M2 Pro"
+    assert asked == [["sysctl", "-n", "machdep.cpu.brand_string"]]
