@@ -119,3 +119,10 @@ def test_the_cpu_name_comes_from_sysctl_on_macos(monkeypatch):
     monkeypatch.setattr(machine.subprocess, "run", sysctl)
     assert machine.cpu_name() == "Apple M2 Pro"
     assert asked == [["sysctl", "-n", "machdep.cpu.brand_string"]]
+
+
+def test_step_benchmark_prints_what_the_fused_average_and_fewer_loss_reads_save(tmp_path):
+    result = run_script("bench/step.py", ["--device=cpu", "--steps=2", "--repeats=1"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| the weight average (" in result.stdout
+    assert "| a whole training step | loss read every step vs every 10 |" in result.stdout
