@@ -1,4 +1,7 @@
-"""Shared helpers: run gpt.py the way a user does, in a scratch folder, with small settings."""
+"""Shared helpers: run gpt.py the way a user does, in a scratch folder, with small settings.
+
+Every run of gpt.py here gets --device=cpu unless the test names a device itself, because the tests assert what
+gpt.py does on a CPU and its 'auto' would pick a Mac's GPU (mps) or a CUDA GPU with CUDA_DEFAULTS' bigger model."""
 
 import csv
 import os
@@ -25,14 +28,27 @@ TINY = [
 ]
 
 
+def on_the_cpu(args: list[str]) -> list[str]:
+    """gpt.py's args with --device=cpu added, unless they name a device themselves (--device=auto for the choice)."""
+    return list(args) if any(arg.split("=")[0] == "--device" for arg in args) else [*args, "--device=cpu"]
+
+
 def patched_gpt(patch: str) -> str:
     """Python source that runs patch (code that makes torch or this machine look different), then gpt.py as
-    `python gpt.py` would: gpt.py reads its arguments from sys.argv."""
-    return f"import runpy\n{patch}\nrunpy.run_path({str(REPO / 'gpt.py')!r}, run_name='__main__')\n"
+    `python gpt.py` would: gpt.py reads its arguments from sys.argv (on the CPU, as on_the_cpu says)."""
+    return (
+        "import runpy\nimport sys\n"
+        'if not any(arg.split("=")[0] == "--device" for arg in sys.argv[1:]):\n'
+        '    sys.argv.append("--device=cpu")\n'
+        f"{patch}\nrunpy.run_path({str(REPO / 'gpt.py')!r}, run_name='__main__')\n"
+    )
 
 
 def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python <script> <args>` in cwd and return what it printed and its exit code."""
+    """Run `python <script> <args>` in cwd and return what it printed and its exit code; gpt.py on the CPU
+    (bigram.py and app.py always run there, and take no --device)."""
+    if script == "gpt.py":
+        args = on_the_cpu(args)
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
         cwd=cwd,
@@ -43,9 +59,9 @@ def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> s
 
 
 def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
-    """gpt.py in the background, its output unbuffered so the test can follow it line by line."""
+    """gpt.py in the background (on the CPU), its output unbuffered so the test can follow it line by line."""
     return subprocess.Popen(
-        [sys.executable, str(REPO / "gpt.py"), *args],
+        [sys.executable, str(REPO / "gpt.py"), *on_the_cpu(args)],
         cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

@@ -99,6 +99,7 @@ def generate(
     return status, [text for text in boxes if text]
 
 
+@pytest.mark.smoke
 def test_a_prompt_gives_the_requested_number_of_texts_each_starting_with_it(client):
     status, texts = generate(client, "ROMEO:", max_new_tokens=20, num_outputs=3)
     assert len(texts) == 3

@@ -9,6 +9,7 @@ import pytest
 from conftest import run_script
 
 
+@pytest.mark.smoke
 def test_trained_bigram_lands_within_005_of_the_count_table_floor(shakespeare):
     result = run_script("bigram.py", ["--max_new_tokens=50"], shakespeare)
     assert result.returncode == 0, result.stderr

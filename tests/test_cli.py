@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
+from conftest import REPO, TINY, gpt2_tokenizer_or_skip, on_the_cpu, run_script, write_shakespeare
 from gpt import Settings
 
 TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
     return folder, result
 
 
+@pytest.mark.smoke
 def test_training_writes_checkpoint_log_and_samples(trained):
     folder, result = trained
     assert (folder / "trained_model.pth").exists()
@@ -42,6 +43,7 @@ def test_training_writes_checkpoint_log_and_samples(trained):
     assert int(rows[-1]["tokens"]) == 300 * 8 * 32  # steps x batch_size x block_size
 
 
+@pytest.mark.smoke
 def test_training_learns_more_than_letter_frequencies(trained):
     folder, _ = trained
     text = (folder / "input.txt").read_text(encoding="utf-8")
@@ -55,6 +57,7 @@ def test_training_learns_more_than_letter_frequencies(trained):
     assert last < unigram_entropy - 0.2  # a trained one uses the characters before
 
 
+@pytest.mark.smoke
 def test_sample_uses_the_checkpoint_without_repeating_model_sizes(trained):
     folder, _ = trained
     result = run_script("gpt.py", ["--sample", "--num_samples=1", "--max_new_tokens=30"], folder)
@@ -80,7 +83,8 @@ def test_help_lists_every_setting_with_its_default_and_what_it_does(tmp_path):
 def test_sampling_into_a_reader_that_stops_early_ends_quietly(trained):
     # `python gpt.py --sample | head -1`: head exits after one line, and the next write finds no reader
     folder, _ = trained
-    command = [sys.executable, str(REPO / "gpt.py"), "--sample", "--num_samples=1", "--max_new_tokens=5000"]
+    args = on_the_cpu(["--sample", "--num_samples=1", "--max_new_tokens=5000"])
+    command = [sys.executable, str(REPO / "gpt.py"), *args]
     gpt = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     gpt.stdout.readline()
     gpt.stdout.close()  # long before 5,000 tokens are written
@@ -158,6 +162,7 @@ def test_sampling_picks_the_attention_for_its_precision_unless_asked(trained):
     assert gpt.load_model(path, "cpu", "sdpa", torch.bfloat16)[0].blocks[0].attn.attention == "sdpa"  # --attention=
 
 
+@pytest.mark.smoke
 def test_training_with_gpt2_tokenizer(shakespeare):
     gpt2_tokenizer_or_skip()
     args = [*TINY, "--tokenizer=gpt2", "--max_iters=4", "--eval_interval=2", "--max_new_tokens=10"]

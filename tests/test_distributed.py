@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, copy_of, patched_gpt, run_script, train_log
+from conftest import REPO, TINY, copy_of, on_the_cpu, patched_gpt, run_script, train_log
 
 ARGS = [*TINY, "--max_iters=30", "--eval_interval=10", "--grad_accum_steps=2", "--dtype=float32", "--max_new_tokens=20"]
 
@@ -23,7 +23,8 @@ def torchrun(port: int, script: Path = REPO / "gpt.py") -> list[str]:
 
 
 def run_torchrun(args: list[str], cwd: Path, port: int, script: Path = REPO / "gpt.py") -> subprocess.CompletedProcess:
-    return subprocess.run([*torchrun(port, script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    command = [*torchrun(port, script), *on_the_cpu(args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(shakespeare):
@@ -88,7 +89,7 @@ def test_processes_on_different_hardware_all_train_in_a_precision_every_one_does
     assert "cpu, float32: the best every process does well (this one alone would use bfloat16)\n" in result.stdout
     asked = run_torchrun([*args, "--dtype=bfloat16"], shakespeare, port=29524, script=shakespeare / "launch.py")
     assert asked.returncode != 0
-    assert "error: not every process's cpu can do bfloat16 well: use --dtype=float32 or auto" in asked.stderr
+    assert "error: not every process's cpu can do bfloat16 well: use --dtype=float32, float16 or auto" in asked.stderr
 
 
 # Runs gpt.py with destroy_process_group saying when it is called
@@ -104,9 +105,9 @@ torch.distributed.destroy_process_group = noted
 
 def test_a_run_ended_by_an_error_still_leaves_the_process_group_in_every_process(shakespeare):
     (shakespeare / "launch.py").write_text(patched_gpt(NOTE_DESTROY))
-    result = run_torchrun([*TINY, "--dtype=float16"], shakespeare, port=29521, script=shakespeare / "launch.py")
+    result = run_torchrun([*TINY, "--n_head=5"], shakespeare, port=29521, script=shakespeare / "launch.py")
     assert result.returncode != 0
-    assert result.stderr.count("error: this cpu cannot do float16 well") == 2
+    assert result.stderr.count("error: n_embd (32) must be divisible by n_head (5)") == 2
     assert result.stderr.count("process group destroyed") == 2
 
 

@@ -2,18 +2,15 @@
 run's model, settings that cannot fit are refused at once, the output fits 80 columns and pipes cleanly, an
 offline --init_from fails at once, one name for the model file. Each test runs gpt.py (or app.py) as a user does."""
 
-import fcntl
 import os
-import pty
 import re
 import struct
 import subprocess
 import sys
-import termios
 
 import pytest
 
-from conftest import QUICK, REPO, TINY, one_line_error, run_script, snapshot, write_shakespeare
+from conftest import QUICK, REPO, TINY, on_the_cpu, one_line_error, run_script, snapshot, write_shakespeare
 
 RUN_FILES = ["trained_model.pth", "trained_model.resume.pth", "train_log.csv", "loss.png"]
 KEPT = ["trained_model.prev.pth", "trained_model.prev.resume.pth", "train_log.prev.csv", "loss.prev.png"]
@@ -74,9 +71,13 @@ def test_piped_output_has_no_redraws_but_plain_progress_lines_that_fit_80_column
 
 
 def test_on_an_80_column_terminal_the_bar_and_every_line_fit(shakespeare):
+    why = "a pseudo-terminal needs fcntl, pty and termios, which only Unix has (not Windows)"
+    fcntl = pytest.importorskip("fcntl", reason=why)
+    pty = pytest.importorskip("pty", reason=why)
+    termios = pytest.importorskip("termios", reason=why)
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    args = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=20"]
+    args = on_the_cpu([*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=20"])
     process = subprocess.Popen([sys.executable, str(REPO / "gpt.py"), *args], cwd=shakespeare, stdin=terminal,
                                stdout=terminal, stderr=terminal, close_fds=True)  # fmt: skip
     os.close(terminal)
@@ -101,7 +102,8 @@ def test_init_from_gpt2_offline_without_cached_weights_fails_at_once_in_one_line
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty_cache"), "HF_ENDPOINT": "http://127.0.0.1:1"}
     for name in ("HF_HUB_OFFLINE", "http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         env.pop(name, None)  # (behind a proxy only the download itself can tell, so gpt.py would try it)
-    result = subprocess.run([sys.executable, str(REPO / "gpt.py"), "--init_from=gpt2"], cwd=shakespeare, env=env,
+    args = on_the_cpu(["--init_from=gpt2"])
+    result = subprocess.run([sys.executable, str(REPO / "gpt.py"), *args], cwd=shakespeare, env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     error = one_line_error(result)
     assert "--init_from=gpt2: GPT-2's weights are not in the Hugging Face cache" in error

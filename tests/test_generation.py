@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, gpt2_tokenizer_or_skip, run_script, write_shakespeare
+from conftest import REPO, TINY, gpt2_tokenizer_or_skip, on_the_cpu, run_script, write_shakespeare
 from gpt import (
     GPT,
     GPTConfig,
@@ -109,7 +109,7 @@ def test_streamed_sample_equals_the_decoded_tokens_byte_for_byte(gpt2_checkpoint
     prompt = "Naïve café, 日本語 🙂"
     args = ["--sample", "--num_samples=1", "--max_new_tokens=200", "--temperature=1.5", "--seed=3", "--dtype=float32"]
     out = subprocess.run(
-        [sys.executable, str(REPO / "gpt.py"), *args, f"--prompt={prompt}"],
+        [sys.executable, str(REPO / "gpt.py"), *on_the_cpu([*args, f"--prompt={prompt}"])],
         cwd=gpt2_checkpoint,
         capture_output=True,
     )

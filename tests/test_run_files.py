@@ -3,7 +3,6 @@ saves, the earlier log kept, and every failure one line. Each test runs gpt.py a
 
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUICK, REPO, TINY, one_line_error, run_script, snapshot, start_gpt, write_shakespeare
+from conftest import QUICK, REPO, TINY, on_the_cpu, one_line_error, run_script, snapshot, start_gpt, write_shakespeare
 
 
 @pytest.mark.parametrize(
@@ -44,12 +43,13 @@ def test_a_link_planted_where_a_temporary_file_used_to_go_is_never_followed(trai
 
 
 def test_temporary_files_of_a_killed_run_are_cleaned_up_and_a_live_runs_are_not(trained):
-    dead = trained / ".trained_model.pth.999999999.k1ll3d.tmp"  # no process has that id
-    live = trained / f".trained_model.pth.{os.getpid()}.alive0.tmp"  # this test's own process
-    dead.write_bytes(b"half a checkpoint")
-    live.write_bytes(b"being written")
+    dead = trained / ".trained_model.pth.999999999.gpt-k1ll3d.tmp"  # no process has that id
+    live = trained / f".trained_model.pth.{os.getpid()}.gpt-alive0.tmp"  # this test's own process
+    users = trained / ".notes.2024.draft.tmp"  # a user's file whose name looks like a temporary one
+    for path in (dead, live, users):
+        path.write_bytes(b"half a checkpoint")
     assert run_script("gpt.py", QUICK, trained).returncode == 0
-    assert not dead.exists() and live.exists()
+    assert not dead.exists() and live.exists() and users.exists()
 
 
 def test_a_loss_that_explodes_but_stays_finite_stops_before_it_replaces_the_model_or_the_state(trained):
@@ -121,10 +121,12 @@ def test_a_full_disk_during_a_save_gets_one_line_and_leaves_the_earlier_files_an
 def test_running_out_of_cpu_memory_inside_pytorch_gets_one_line(shakespeare):
     # a process allowed 4 GB of address space, fewer than the machine says are free (as under some container
     # limits), so the estimate lets through a model that needs 8 GB: PyTorch raises a RuntimeError, not MemoryError
+    resource = pytest.importorskip("resource", reason="limiting a process's memory needs resource, which Windows lacks")
+
     def at_most_4_gb():
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-    args = [*TINY, "--n_layer=2", "--n_embd=4096", "--n_head=8"]
+    args = on_the_cpu([*TINY, "--n_layer=2", "--n_embd=4096", "--n_head=8"])
     result = subprocess.run([sys.executable, str(REPO / "gpt.py"), *args], cwd=shakespeare, preexec_fn=at_most_4_gb,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert "out of memory: use a smaller --batch_size, --block_size or model" in one_line_error(result)
