@@ -1625,13 +1625,15 @@ class Run:
         step = self.start_step
         while step <= self.hp.max_iters:  # (--minutes sets max_iters once steps are measured)
             late = self.deadline < math.inf and process_seconds() > self.deadline  # --minutes
-            if late or self.interrupted:
-                self.read_losses(step - 1)  # the steps a GPU may still be running
             if late and step < self.hp.max_iters:
                 tqdm.write(f"the {self.hp.minutes:g}-minute budget is spent: step {step} is the "
                            "last (the steps took longer than the first ones)")  # fmt: skip
                 self.hp.max_iters = step  # this step evaluates and saves, and the run ends
-            if anyone(self.interrupted, self.hw):
+                self.read_losses(step - 1)  # the steps a GPU may still be running
+            # under torchrun all processes ask each other (a wait for GPUs) every READ_EVERY steps
+            ask = self.hw.world_size == 1 or self.hw.device_type == "cpu" or step % READ_EVERY == 0
+            if ask and anyone(self.interrupted, self.hw):
+                self.read_losses(step - 1)
                 self.save_state(step)
                 self.progress.close()
                 print(f"interrupted at step {step}; saved {resume_path(self.hp.model_file)}")
