@@ -854,7 +854,9 @@ def resumed_settings(saved: dict, overrides: dict) -> dict:
             f"cannot resume with --optimizer={overrides['optimizer']}: the saved run trained "
             f"with {trained_with}; drop the flag, or start a new run without --resume"
         )
-    known = {f.name for f in dataclasses.fields(Settings)}
+    # the files are where the state was found, not where the run was started (a copied folder
+    # resumes into the copy, never into the original)
+    known = {f.name for f in dataclasses.fields(Settings)} - {"model_file"}
     return {**{k: v for k, v in saved.items() if k in known}, **overrides}
 
 

@@ -263,3 +263,17 @@ def test_a_path_starting_with_a_tilde_is_in_the_home_folder(shakespeare, tmp_pat
     assert result.returncode == 0, result.stderr
     assert (home / "m.pth").exists() and (home / "train_log.csv").exists()
     assert not (shakespeare / "~").exists()
+
+
+def test_resuming_in_a_copied_folder_writes_into_the_copy_and_leaves_the_original_alone(tmp_path):
+    # the first run named its model by an absolute path, which its saved settings keep
+    original = write_shakespeare(tmp_path / "A")
+    args = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
+    assert run_script("gpt.py", [*args, f"--model_file={original / 'trained_model.pth'}"], original).returncode == 0
+    copy = tmp_path / "B"
+    shutil.copytree(original, copy)
+    before = {path.name: digest(path) for path in original.iterdir()}
+    resumed = run_script("gpt.py", ["--resume", "--max_iters=30", "--max_new_tokens=1"], copy)
+    assert resumed.returncode == 0, resumed.stderr
+    assert {path.name: digest(path) for path in original.iterdir()} == before
+    assert [row["step"] for row in train_log(copy)] == ["0", "10", "20", "30"]
