@@ -259,3 +259,17 @@ def test_one_torchrun_process_whose_loss_goes_nan_stops_every_process_with_the_r
     assert result.returncode != 0
     said = re.findall(r"error: the loss became (.*) at step (\d+): the run diverged", result.stderr)
     assert sorted(said) == [("nan", "8"), ("not finite in another process", "8")], result.stderr
+
+
+def test_file_names_that_are_not_utf8_are_shown_and_never_stop_the_run(tmp_path):
+    # a Latin-1 byte in a name, as old archives and USB sticks give: Python holds it as a lone surrogate, which a
+    # strict UTF-8 output cannot encode
+    text, model = os.fsencode(tmp_path) + b"/caf\xe9.txt", os.fsencode(tmp_path) + b"/mod\xe8le.pth"
+    with open(text, "wb") as f:
+        f.write((REPO / "input.txt").read_bytes()[:100_000])
+    args = [*QUICK, f"--input_file={os.fsdecode(text)}", f"--model_file={os.fsdecode(model)}", "--device=cpu"]
+    command = [os.fsencode(sys.executable), os.fsencode(REPO / "gpt.py"), *map(os.fsencode, args)]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict, as under a en_US.UTF-8 locale
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"tokens of " in result.stdout and os.path.exists(model)
