@@ -1037,7 +1037,8 @@ def free_memory(device: str) -> int | None:
     on Windows the physical memory available; on a Mac, where memory is compressed and swapped
     rather than refused, all of it (so only what can never fit is refused)."""
     if device.startswith("cuda"):  # (torch before 2.5 needs the GPU's index, not 'cuda')
-        return torch.cuda.mem_get_info(torch.device(device).index or torch.cuda.current_device())[0]
+        index = torch.device(device).index
+        return torch.cuda.mem_get_info(torch.cuda.current_device() if index is None else index)[0]
     if device == "mps":
         return None  # shared with the system, which swaps: no limit to check against
     if WINDOWS:

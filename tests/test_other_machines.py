@@ -161,8 +161,8 @@ def test_free_gpu_memory_is_asked_by_the_gpus_index_as_torch_2_4_requires(monkey
         return (device + 1) * 10**9, 80 * 10**9
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    assert gpt.free_memory("cuda") == 10**9 and gpt.free_memory("cuda:3") == 4 * 10**9
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert [gpt.free_memory(device) for device in ("cuda", "cuda:0", "cuda:3")] == [3 * 10**9, 10**9, 4 * 10**9]
 
 
 @pytest.mark.parametrize(
