@@ -359,7 +359,8 @@ def update_average(averaged: GPT, model: GPT, step: int, ema_decay: float) -> No
     if averaged is model:
         return
     decay = min(ema_decay, (1 + step) / (10 + step))
-    # average += (1 - decay) * (weight - average): one call for all tensors, not a kernel for each
+    # average.lerp_(weight, 1 - decay), i.e. average += (1 - decay) * (weight - average), for
+    # every tensor in one call (on a GPU a few kernels, not one per tensor)
     torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), 1 - decay)
 
 
@@ -1036,7 +1037,7 @@ def free_memory(device: str) -> int | None:
     what the system could hand out, or less where a container's limit (cgroup v2 or v1) says so;
     on Windows the physical memory available; on a Mac, where memory is compressed and swapped
     rather than refused, all of it (so only what can never fit is refused)."""
-    if device.startswith("cuda"):  # (torch before 2.5 needs the GPU's index, not 'cuda')
+    if device.startswith("cuda"):  # by index: not every torch takes the name 'cuda' here
         index = torch.device(device).index
         return torch.cuda.mem_get_info(torch.cuda.current_device() if index is None else index)[0]
     if device == "mps":
@@ -1088,14 +1089,15 @@ def check_memory(hp: Settings, vocab_size: int, hw: Hardware) -> str:
     state, kept = training_memory(hp, vocab_size, hw)
     processes = hw.world_size if hw.device_type == "cpu" else 1  # torchrun on CPU: one machine
     need, free = (state + kept) * processes, free_memory(hw.device)
+    free_word = "in all" if sys.platform == "darwin" and hw.device_type == "cpu" else "free"
     if free is not None and need > free:
         knobs = "--batch_size or --block_size" if kept > state else "--n_layer or --n_embd"
         fail(f"training needs about {need / 1e9:.3g} GB (the model's state {state / 1e9:.2g} GB, "
              f"the activations of {hp.batch_size} x {hp.block_size} tokens "
-             f"{kept / 1e9:.2g} GB) but {hw.device_type} has {free / 1e9:.3g} GB free: "
+             f"{kept / 1e9:.2g} GB) but {hw.device_type} has {free / 1e9:.3g} GB {free_word}: "
              f"lower {knobs}")  # fmt: skip
     return f"training needs about {need / 1e9:.2g} GB" + (
-        f" of the {free / 1e9:.3g} GB free" if free else ""
+        f" of the {free / 1e9:.3g} GB {free_word}" if free else ""
     )
 
 
@@ -1106,7 +1108,8 @@ def compile_problem(device: str) -> str:
     if device == "mps":
         return "torch.compile does not support Apple GPUs (mps) well yet"
     if device == "cpu":  # it writes C++ and builds it with the compiler PyTorch was built with
-        compilers = ("cl",) if WINDOWS else (os.environ.get("CXX", ""), "g++", "clang++")
+        compilers = (os.environ.get("CXX") or "cl",) if WINDOWS else (
+            os.environ.get("CXX", ""), "g++", "clang++")  # fmt: skip
         if not any(shutil.which(cxx) for cxx in compilers if cxx):
             return ("torch.compile turns the model into C++ on a CPU and needs a compiler ("
                     + ("Visual Studio's cl, in a Developer Command Prompt" if WINDOWS else
@@ -1118,7 +1121,7 @@ def compile_problem(device: str) -> str:
                 f"this GPU has {major}.{minor}")  # fmt: skip
     if not torch.utils._triton.has_triton():
         return (
-            "torch.compile needs triton on a GPU, which has no Windows build: use WSL2"
+            "torch.compile needs triton on a GPU, which has no official Windows build: use WSL2"
             if WINDOWS
             else "torch.compile needs triton on a GPU (pip install triton)"
         )
@@ -1152,7 +1155,7 @@ def setup_distributed(device: str) -> str:
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
     if rank != 0:
-        sys.stdout = open(os.devnull, "w")  # one process speaks for all of them
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # one process speaks for all
     return device
 
 
@@ -1200,18 +1203,28 @@ def resume_command(model_file: str, world_size: int) -> str:
 
 def quote(arg: str) -> str:
     """arg as the user's shell reads it back: POSIX quotes for a Unix shell; cmd.exe and
-    PowerShell keep those as part of the argument, and take double quotes instead."""
-    return subprocess.list2cmdline([arg]) if WINDOWS else shlex.quote(arg)
+    PowerShell keep those as part of the argument, and take double quotes instead, around any
+    character they treat specially (a space, & | < > ( ) ; and more; % and $ stay theirs)."""
+    if not WINDOWS:
+        return shlex.quote(arg)
+    quoted = subprocess.list2cmdline([arg])  # quotes and backslashes as Windows programs read them
+    if quoted.startswith('"') or re.fullmatch(r"[\w@+=:,./\\-]+", arg):
+        return quoted
+    ending = len(quoted) - len(quoted.rstrip("\\"))  # backslashes before the closing quote double
+    return '"' + quoted + "\\" * ending + '"'
 
 
 def python_command() -> str:
-    """What runs this Python from the user's shell: 'python', or 'python3' where that is the only
-    name (stock macOS and many Linux systems have no 'python')."""
+    """What runs this Python from the user's shell: 'python', or 'python3' where that is its only
+    name (stock macOS and many Linux systems have no 'python'), else its whole path."""
+
+    def runs_this(path: str) -> bool:  # (a virtual environment's python is a link: not followed)
+        return os.path.normcase(os.path.abspath(path)) == os.path.normcase(sys.executable)
+
     for name in ("python", "python3"):
-        found = shutil.which(name)
-        if found and os.path.realpath(found) == os.path.realpath(sys.executable):
+        if (found := shutil.which(name)) and runs_this(found):
             return name
-    return "python" if WINDOWS or shutil.which("python") else "python3"
+    return quote(sys.executable)
 
 
 # -----------------------------------------------------------------------------
@@ -1307,16 +1320,17 @@ def replacing(path: str, advice: str) -> Iterator[BinaryIO]:
         reason = getattr(e, "strerror", None) or str(e).split("\n")[0][:80]
         if isinstance(e, RuntimeError) and shutil.disk_usage(folder or ".").free < 1 << 20:
             reason = "No space left on device"  # torch's zip writer only says "unexpected pos"
-        fail(f"cannot write {path!r} ({reason}): {held_open_advice(e)}{advice}")
+        fail(f"cannot write {path!r} ({reason}): {held_open_advice(e, path)}{advice}")
     finally:
         if tmp and os.path.exists(tmp):
-            os.remove(tmp)
+            with contextlib.suppress(OSError):  # (Windows: a virus scanner may hold it a moment)
+                os.remove(tmp)
 
 
 def replace(tmp: str, path: str, tries: int = 10) -> None:
     """os.replace(tmp, path). On Windows a file that another program has open cannot be replaced,
     and a virus scanner or the search indexer opens new files for a moment: try again for about
-    a second before giving up."""
+    two seconds before giving up."""
     for attempt in range(tries):
         try:
             return os.replace(tmp, path)
@@ -1326,10 +1340,11 @@ def replace(tmp: str, path: str, tries: int = 10) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def held_open_advice(error: BaseException) -> str:
-    """The likely cause of a file that cannot be replaced or added to: another program holding
-    it open (Windows refuses; the log open in Excel), said before the usual advice."""
-    return "close any program that has it open, or " if isinstance(error, PermissionError) else ""
+def held_open_advice(error: BaseException, path: str) -> str:
+    """The likely cause of a file that exists but cannot be replaced or added to: another program
+    holding it open (Windows refuses; the log open in Excel), said before the usual advice."""
+    held = isinstance(error, PermissionError) and os.path.isfile(path)
+    return "close any program that has it open, or " if held else ""
 
 
 UMASK = os.umask(0o022)  # (reading the umask means setting it: this sets it back as it was)
@@ -1577,7 +1592,8 @@ class Run:
         clean_stale_temps(os.path.dirname(hp.model_file))
         if not self.state and hw.master:
             describe_earlier_model(hp.model_file)
-        self.start_time = self.window_start = time.perf_counter()  # (Windows' time() ticks 16 ms)
+        # perf_counter is the clock for intervals (time() may move in 16 ms ticks, on Windows)
+        self.start_time = self.window_start = time.perf_counter()
         signal.signal(signal.SIGINT, self.on_ctrl_c)
         # a bar redrawn in place on a terminal; piped to a file, a plain line now and then
         on_terminal = sys.stderr.isatty()
@@ -1737,7 +1753,7 @@ class Run:
                 self.log_file.write(csv_text(self.log_rows))
                 self.log_file.flush()
         except OSError as e:
-            fail(f"cannot write {path!r} ({e.strerror}): {held_open_advice(e)}{advice}")
+            fail(f"cannot write {path!r} ({e.strerror}): {held_open_advice(e, path)}{advice}")
         self.log_rows = []
 
     def print_sample(self, model: GPT, tokenizer: Tokenizer) -> None:
@@ -1751,6 +1767,7 @@ class Run:
                                    **sampling_options(hp))  # fmt: skip
             text = "".join(piece for [piece] in pieces)  # one sample: each yield is a list of one
         tqdm.write("  | " + text.strip("\n").replace("\n", "\n  | "))
+        say_if_unshown(text)
         self.first_sample_seconds = self.first_sample_seconds or time.perf_counter() - started
         self.window_start = time.perf_counter()  # and samples
         model.train()  # generate_text switched to eval mode
@@ -1768,15 +1785,21 @@ class Run:
             or after == hp.max_iters
             or (hp.sample_interval and after % hp.sample_interval == 0)
         )  # Part 1 evaluates or samples before the next step
+        measured = len(self.step_seconds) + len(self.pending) == self.steps_to_measure()
+        # the same steps in every process under torchrun: each read asks all of them (anyone)
         if (
             self.hw.device_type == "cpu"
             or pauses
+            or measured
             or step == self.start_step
             or after % READ_EVERY == 0
-            or self.plain_every
-            and after % self.plain_every == 0
         ):
-            self.read_losses(step)  # fmt: skip
+            self.read_losses(step)
+
+    def steps_to_measure(self) -> int:
+        """How many steps' times say how long the run takes (--minutes: the steps to fit by)."""
+        fitting = self.hp.minutes and self.hp.max_iters == UNFITTED
+        return min(FIT_STEPS, self.hp.warmup_iters) if fitting else 10
 
     def read_losses(self, step: int) -> None:
         """The losses of the steps up to step: checked, shown, and their time measured."""
@@ -1792,14 +1815,15 @@ class Run:
             fail(f"the loss became {loss} at step {at}: the run diverged; try a lower "
                  "--learning_rate. Nothing was saved after it went bad")  # fmt: skip
         speed = f", {self.tokens_per_step / seconds:,.0f} tok/s" if seconds > 0 else ""
-        now = f"loss {losses[-1]:.4f}, lr {self.lr:.1e}{speed}"
-        self.progress.set_postfix_str(now, refresh=False)
+        line = f"loss {losses[-1]:.4f}, lr {self.lr:.1e}{speed}"
+        self.progress.set_postfix_str(line, refresh=False)
         self.progress.update(count)
-        if self.plain_every and (step + 1) % self.plain_every == 0:
-            print(f"step {step + 1}/{self.hp.max_iters}: {now}", flush=True)
+        every = self.plain_every  # (the steps read may have passed its multiple)
+        if every and (step + 1) // every > (step + 1 - count) // every:
+            print(f"step {step + 1}/{self.hp.max_iters}: {line}", flush=True)
         # once the first steps are measured, say how long the run takes (--minutes: fit it)
         fitting = self.hp.minutes and self.hp.max_iters == UNFITTED
-        measure = min(FIT_STEPS, self.hp.warmup_iters) if fitting else 10
+        measure = self.steps_to_measure()
         if len(self.step_seconds) < measure:
             self.step_seconds += [seconds] * min(count, measure - len(self.step_seconds))
             if len(self.step_seconds) == measure:
@@ -2475,10 +2499,15 @@ def say_if_unshown(text: str) -> None:
     try:
         text.encode(encoding)
     except UnicodeEncodeError:
-        print(f"(some characters cannot be shown in this output's encoding, {encoding}, and "
-              "print as '?': set PYTHONUTF8=1 to see them)", file=sys.stderr)  # fmt: skip
+        say_unshown_once(encoding)
     except LookupError:  # an encoding Python does not know
         pass
+
+
+@functools.cache
+def say_unshown_once(encoding: str) -> None:
+    print(f"(some characters cannot be shown in this output's encoding, {encoding}, and print "
+          "as '?': set PYTHONUTF8=1 to see them)", file=sys.stderr)  # fmt: skip
 
 
 def show_any_text() -> None:

@@ -30,6 +30,7 @@ def test_a_sample_of_greek_text_prints_as_question_marks_in_a_windows_pipe_inste
     assert result.returncode == 0, result.stderr.decode("cp1252")
     assert "--- sample 2 of 2 ---" in result.stdout.decode("cp1252") and b"?" in result.stdout
     assert "cp1252, and print as '?': set PYTHONUTF8=1 to see them" in result.stderr.decode("cp1252")
+    assert result.stderr.count(b"PYTHONUTF8") == 1  # once, however many samples
 
 
 def test_a_clock_that_ticks_every_16_ms_trains_and_reports_a_tiny_model(tmp_path):
@@ -148,7 +149,7 @@ def test_settings_that_cannot_fit_are_refused_on_a_mac_too(monkeypatch):
     assert abs(total - meminfo) < 0.01 * meminfo
     hp = gpt.Settings(n_layer=48, n_embd=16384, n_head=16)  # 150 billion weights
     hw = gpt.Hardware("cpu", torch.float32, None, "sdpa", False)
-    with pytest.raises(gpt.UserError, match="but cpu has .* GB free: lower --n_layer or --n_embd"):
+    with pytest.raises(gpt.UserError, match="but cpu has .* GB in all: lower --n_layer or --n_embd"):
         gpt.check_memory(hp, 65, hw)
 
 
@@ -169,7 +170,7 @@ def test_free_gpu_memory_is_asked_by_the_gpus_index_as_torch_2_4_requires(monkey
     "windows, capability, has_triton, reason",
     [
         (False, (6, 1), True, "needs compute capability 7.0 or newer; this GPU has 6.1"),  # a GTX 10x0, a P100
-        (True, (8, 6), False, "triton on a GPU, which has no Windows build: use WSL2"),
+        (True, (8, 6), False, "triton on a GPU, which has no official Windows build: use WSL2"),
         (False, (8, 0), False, "needs triton on a GPU (pip install triton)"),
         (False, (9, 0), True, ""),
     ],
@@ -273,3 +274,48 @@ def test_file_names_that_are_not_utf8_are_shown_and_never_stop_the_run(tmp_path)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"tokens of " in result.stdout and os.path.exists(model)
+
+
+def reads_of_the_loss(hp: gpt.Settings, device: str, plain_every: int, steps: int = 200) -> list[int]:
+    """The steps after which Run.stepped reads the loss (and so asks every torchrun process) on device."""
+    run = gpt.Run.__new__(gpt.Run)  # only what stepped reads; no files, no model
+    run.hp, run.hw, run.start_step = hp, gpt.Hardware(device, None, None, "sdpa", False), 0
+    run.pending, run.step_seconds, run.plain_every, reads = [], [], plain_every, []
+
+    def read_losses(step: int) -> None:  # as Run.read_losses, less the reading: the steps are measured
+        reads.append(step)
+        run.step_seconds += [0.01] * len(run.pending)
+        run.pending.clear()
+
+    run.read_losses = read_losses
+    for step in range(steps):
+        run.stepped(step, torch.tensor(1.0), 1e-3)
+    return reads
+
+
+def test_on_gpus_every_torchrun_process_reads_the_loss_after_the_same_steps_whether_or_not_it_prints():
+    # only rank 0 prints the plain progress lines (when its output is piped); each read asks every process whether
+    # a loss went bad, so a read only rank 0 made would pair with the others' next gradient exchange and hang
+    hp = gpt.Settings(max_iters=200, eval_interval=25, sample_interval=25)
+    assert reads_of_the_loss(hp, "cuda:0", plain_every=5) == reads_of_the_loss(hp, "cuda:0", plain_every=0)
+    assert reads_of_the_loss(hp, "cuda:0", plain_every=0)[:5] == [0, 9, 19, 24, 29]  # every 10, and before pauses
+    assert reads_of_the_loss(hp, "cpu", plain_every=5) == list(range(200))  # a CPU has nothing to wait for
+
+
+def test_minutes_on_a_gpu_fits_the_steps_at_the_end_of_the_warm_up_it_measured():
+    # the printed flags rerun the same run only if the fit comes while the learning rate is still warming up
+    unfitted = dict.fromkeys(gpt.FITTED, gpt.UNFITTED)
+    hp = gpt.Settings(**unfitted, minutes=1, warmup_iters=15)
+    assert 14 in reads_of_the_loss(hp, "cuda:0", plain_every=0, steps=40)  # the 15th step: all 15 measured
+
+
+def test_commands_printed_on_windows_quote_what_cmd_and_powershell_would_split_on(monkeypatch):
+    monkeypatch.setattr(gpt, "WINDOWS", True)
+    assert gpt.quote("--model_file=C:\\R&D\\m.pth") == '"--model_file=C:\\R&D\\m.pth"'
+    assert gpt.quote("--model_file=runs\\m.pth") == "--model_file=runs\\m.pth"  # nothing to protect
+
+
+def test_a_python_not_on_the_path_is_named_by_its_whole_path_in_printed_commands(monkeypatch):
+    # a virtual environment run as .venv/bin/python gpt.py, not activated: 'python' would be another Python
+    monkeypatch.setattr(gpt.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert gpt.python_command() == gpt.quote(sys.executable)
