@@ -6,6 +6,7 @@ import random
 import shlex
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert f"to continue: python {REPO / 'gpt.py'} --resume" in out  # gpt.py as it was run
+    # the command to continue names gpt.py as it was run, and a Python that is this one: 'python' where that name
+    # finds it (an active virtual environment), else its path
+    python, *rest = shlex.split(out.split("to continue: ")[1].splitlines()[0])
+    assert rest == [str(REPO / "gpt.py"), "--resume"]
+    assert os.path.abspath(shutil.which(python)) == sys.executable
     stopped_at = int(out.split("interrupted at step ")[1].split(";")[0])
     assert 0 < stopped_at < 300  # it really stopped mid-run
 
