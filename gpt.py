@@ -2543,7 +2543,10 @@ def run_command_line(main: Callable[[list[str]], None]) -> None:
         message = f"error: {e.strerror or e}" + (f": {e.filename!r}" if e.filename else "")
     for bar in list(getattr(tqdm, "_instances", [])):  # so the message starts a line of its own
         bar.close()
-    sys.exit(message or 130)
+    if message:  # one write of the whole line: torchrun's processes share the terminal
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    sys.exit(1 if message else 130)
 
 
 # how PyTorch says it: its CPU allocator on Linux and macOS, on Windows, and a GPU's
