@@ -116,11 +116,6 @@ def first_sentence(error: Exception) -> str:
     return str(error).strip().split("\n")[0].split(". ")[0].removesuffix(".")
 
 
-def padded(texts: list[str]) -> list[str]:
-    """A value for every output box: the texts, then empty boxes."""
-    return texts + [""] * (MAX_OUTPUTS - len(texts))
-
-
 def one_at_a_time(steps: Iterator) -> Iterator:
     """The steps of a generation, each taken holding MODEL_LOCK: other visitors' clicks get their
     turn between two tokens, not after the whole text."""
@@ -132,7 +127,9 @@ def one_at_a_time(steps: Iterator) -> Iterator:
         yield step
 
 
-def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Iterator[list]]:
+def make_generate(
+    model: gpt.GPT, tokenizer: gpt.Tokenizer
+) -> Callable[..., Iterator[tuple[str, list[str]]]]:
     # the arguments arrive as the browser or a script sent them (preprocess=False below):
     # anything at all
     def generate(
@@ -143,14 +140,13 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
         top_k: object,
         seed: object,
         top_p: object = 1.0,  # last: scripts that send the first six keep working
-    ) -> Iterator[list]:
-        """Stream the outputs into the page: a status line, then a text per box, prompt first."""
+    ) -> Iterator[tuple[str, list[str]]]:
+        """Stream the outputs: a status line, and the text so far of each output asked for (none
+        when the prompt is refused), prompt first."""
         prompt = prompt if isinstance(prompt, str) else ""
         if len(prompt) > MAX_PROMPT_CHARS:
-            yield [
-                f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.",
-                *padded([]),
-            ]
+            limit = f"the limit is {MAX_PROMPT_CHARS:,}"
+            yield f"The prompt has {len(prompt):,} characters; {limit}.", []
             return
         n = int(clamp(num_outputs, 1, MAX_OUTPUTS))
         tokens = int(clamp(max_new_tokens, 1, MAX_NEW_TOKENS))
@@ -169,11 +165,11 @@ def make_generate(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> Callable[..., Ite
                 texts = [text + piece for text, piece in zip(texts, pieces)]
                 if time.monotonic() - last_update > UPDATE_SECONDS:
                     last_update = time.monotonic()
-                    yield [f"Writing {settings} ...", *padded(texts)]
+                    yield f"Writing {settings} ...", texts
         except gpt.UserError as e:  # e.g. a character the model has never seen
-            yield [f"Cannot generate: {e}", *padded([])]
+            yield f"Cannot generate: {e}", []
             return
-        yield [f"Done: {settings}.", *padded(texts)]
+        yield f"Done: {settings}.", texts
 
     return generate
 
@@ -420,17 +416,46 @@ def build_write_tab(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> None:
         return [gr.Textbox(visible=i < n) for i in range(MAX_OUTPUTS)]
 
     outputs.change(show_boxes, outputs, boxes, queue=False, api_visibility="private")
+    generate = make_generate(model, tokenizer)
+
+    def fill_boxes(*settings: object) -> Iterator[list[str]]:
+        """generate() for the page: the status line, then a value for every box (empty past the
+        number of outputs)."""
+        for line, texts in generate(*settings):
+            yield [line, *texts, *[""] * (MAX_OUTPUTS - len(texts))]
+
     # preprocess=False: the values reach generate() as sent and it clamps them itself. (Gradio
-    # would reject an out-of-range slider value instead.) One generation at a time; the rest
-    # wait in the queue. top_p comes last, so scripts that send the first six still work.
+    # would reject an out-of-range slider value instead.) One generation at a time, the page's
+    # or a script's (one concurrency_id); the rest wait in the queue. Scripts get an endpoint of
+    # their own, below, so that they receive as many texts as they asked for, not a value per box.
     writing = button.click(
-        make_generate(model, tokenizer),
+        fill_boxes,
         [prompt, length, outputs, temperature, top_k, seed, top_p],
         [status, *boxes],
-        api_name="generate",
+        api_visibility="private",
         preprocess=False,
         concurrency_limit=1,
+        concurrency_id="generate",
     )
+
+    # gr.api reads the endpoint's inputs and outputs from these type hints, for its API page and
+    # gradio_client, so the return hint is what each update of the stream is (a status line and a
+    # list of texts), not Iterator[...]. The values still arrive as sent, whatever their type, and
+    # generate() clamps them.
+    def generate_api(
+        prompt: str,
+        max_new_tokens: int,
+        num_outputs: int,
+        temperature: float,
+        top_k: int,
+        seed: int,
+        top_p: float = 1.0,  # last: scripts that send the first six keep working
+    ) -> tuple[str, list[str]]:
+        """Generate num_outputs texts, each starting with the prompt. Streams (status line, texts
+        so far); the last update says Done. A refused prompt gives its reason and no texts."""
+        yield from generate(prompt, max_new_tokens, num_outputs, temperature, top_k, seed, top_p)
+
+    gr.api(generate_api, api_name="generate", concurrency_limit=1, concurrency_id="generate")
     # Stop cancels the generation between two tokens; the text so far stays in the boxes. The
     # status changes after the cancel, so that no late update of the generation overwrites it
     stop.click(None, cancels=[writing], api_visibility="private").then(

@@ -93,10 +93,10 @@ def client(tmp_path_factory: pytest.TempPathFactory):
 def generate(
     client, prompt: str, max_new_tokens=20, num_outputs=2, temperature=0.8, top_k=0, seed=1337, top_p=1.0
 ) -> tuple:
-    """Click Generate: the status line, and the texts of the output boxes that have one."""
+    """Generate as a script does: the status line, and the texts."""
     settings = (max_new_tokens, num_outputs, temperature, top_k, seed, top_p)
-    status, *boxes = client.predict(prompt, *settings, api_name="/generate")
-    return status, [text for text in boxes if text]
+    status, texts = client.predict(prompt, *settings, api_name="/generate")
+    return status, texts
 
 
 @pytest.mark.smoke
@@ -105,6 +105,12 @@ def test_a_prompt_gives_the_requested_number_of_texts_each_starting_with_it(clie
     assert len(texts) == 3
     assert all(text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 20 for text in texts), texts
     assert status.startswith("Done")
+
+
+def test_a_script_that_asks_for_two_texts_gets_two(client):
+    status, texts = client.predict("ROMEO:", 20, 2, 0.8, 0, 1337, api_name="/generate")
+    assert status.startswith("Done")
+    assert len(texts) == 2 and all(text.startswith("ROMEO:") and len(text) > len("ROMEO:") for text in texts), texts
 
 
 def test_an_unreadable_prompt_shows_a_message_and_the_server_keeps_answering(client):
@@ -151,14 +157,14 @@ def test_the_page_streams_the_prompt_first_then_the_text(client):
     job = client.submit("ROMEO:", 50, 1, 0.8, 0, 1337, api_name="/generate")
     final = job.result(timeout=120)
     updates = job.outputs()
-    assert updates[0][1] == "ROMEO:"  # the first update, before any new token
-    assert len(final[1]) == len("ROMEO:") + 50
+    assert updates[0][1] == ["ROMEO:"]  # the first update, before any new token
+    assert len(final[1][0]) == len("ROMEO:") + 50
 
 
 def test_several_users_at_once_are_queued_not_dropped(client):
     jobs = [client.submit(f"{name}:", 30, 2, 0.8, 0, 1337, api_name="/generate") for name in ("ROMEO", "KING", "DUKE")]
     for job, name in zip(jobs, ("ROMEO", "KING", "DUKE")):
-        status, first, second, *_ = job.result(timeout=120)
+        status, (first, second) = job.result(timeout=120)
         assert status.startswith("Done") and first.startswith(f"{name}:") and second.startswith(f"{name}:")
 
 

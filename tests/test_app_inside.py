@@ -92,7 +92,7 @@ def test_clicking_the_likeliest_token_each_time_writes_what_greedy_generation_wr
     for _ in range(8):
         _, _, choices = next_tokens(client, text, temperature=0)
         text = client.predict(text, choices[0][1], api_name="/append_token")  # click the first token
-    _, greedy, *_ = client.predict("ROMEO:", 8, 1, 0, 0, 1337, 1.0, api_name="/generate")
+    _, [greedy] = client.predict("ROMEO:", 8, 1, 0, 0, 1337, 1.0, api_name="/generate")
     assert text == greedy and len(text) == len("ROMEO:") + 8
 
 
