@@ -4,9 +4,12 @@ Every run of gpt.py here gets --device=cpu unless the test names a device itself
 gpt.py does on a CPU and its 'auto' would pick a Mac's GPU (mps) or a CUDA GPU with CUDA_DEFAULTS' bigger model."""
 
 import csv
+import functools
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,9 +47,67 @@ def patched_gpt(patch: str) -> str:
     )
 
 
-def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+REFERENCE_SECONDS = 0.03  # workload_seconds() on a typical 2-core machine, idle
+
+
+def workload_seconds() -> float:
+    """Seconds this machine takes right now for 50 training steps of a small MLP on the CPU, with torch's default
+    threads (the median of three timings): many small operations, like the tests' tiny gpt.py runs. A busy machine,
+    whose threads wait for each other, takes several times as long as an idle one."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    optimizer = torch.optim.AdamW(model.parameters())
+    x = torch.randn(64, 64)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            model(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    steps(5)  # the first steps allocate and start threads
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        steps(50)
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+@functools.cache
+def patience_factor() -> float:
+    """How many times longer than a typical 2-core machine this one needs: GPT_TEST_PATIENCE if it is set, else
+    workload_seconds() against REFERENCE_SECONDS (what a typical 2-core machine takes, idle), never below 1."""
+    override = os.environ.get("GPT_TEST_PATIENCE")
+    if override is None:
+        return max(1.0, workload_seconds() / REFERENCE_SECONDS)
+    try:
+        factor = float(override)
+    except ValueError:
+        factor = float("nan")
+    if not 0 < factor < float("inf"):
+        pytest.exit(f"GPT_TEST_PATIENCE must be a positive number, not {override!r}", pytest.ExitCode.USAGE_ERROR)
+    return factor
+
+
+@pytest.fixture(scope="session", autouse=True)
+def measure_patience_first() -> None:
+    """patience_factor(), measured once per session before the first test, so that no test's own processes are
+    running while it is timed."""
+    patience_factor()
+
+
+def patience(seconds: float) -> float:
+    """A timeout that catches a hang, given as what a typical 2-core machine needs: seconds times patience_factor(),
+    so that a slow or busy machine waits proportionally longer before calling a run hung."""
+    return seconds * patience_factor()
+
+
+def run_script(script: str, args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python <script> <args>` in cwd and return what it printed and its exit code; gpt.py on the CPU
-    (bigram.py and app.py always run there, and take no --device)."""
+    (bigram.py and app.py always run there, and take no --device). It may take patience(timeout) seconds."""
     if script == "gpt.py":
         args = on_the_cpu(args)
     return subprocess.run(
@@ -54,7 +115,7 @@ def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300) -> s
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=patience(timeout),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, run_script, write_shakespeare
+from conftest import REPO, TINY, patience, run_script, write_shakespeare
 
 MAX_OUTPUTS, MAX_NEW_TOKENS = 8, 1000  # app.py's limits
 
@@ -47,7 +47,8 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(checkpoint: Path, timeout: float = 120) -> Iterator[str]:
-    """Run `python app.py --model_file=... --port=...` until the page answers; yield its URL, then stop it."""
+    """Run `python app.py --model_file=... --port=...` until the page answers (within patience(timeout) seconds);
+    yield its URL, then stop it."""
     port = free_port()
     log_path = checkpoint.parent / f"app-{port}.log"
     with open(log_path, "w") as log:
@@ -62,12 +63,13 @@ def serve_app(checkpoint: Path, timeout: float = 120) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + timeout
+        waited = patience(timeout)
+        deadline = time.monotonic() + waited
         while True:
             assert server.poll() is None, f"app.py exited early:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"app.py did not answer within {timeout} s:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"app.py did not answer within {waited:.0f} s:\n{log_path.read_text()}"
             try:
-                urllib.request.urlopen(url, timeout=5).close()
+                urllib.request.urlopen(url, timeout=patience(5)).close()
                 break
             except OSError:
                 time.sleep(0.2)
@@ -75,7 +77,7 @@ def serve_app(checkpoint: Path, timeout: float = 120) -> Iterator[str]:
     finally:
         server.terminate()
         try:
-            server.wait(timeout=10)
+            server.wait(timeout=patience(10))
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
@@ -155,7 +157,7 @@ def test_top_p_this_small_keeps_only_the_likeliest_token_whatever_the_seed(clien
 def test_the_page_streams_the_prompt_first_then_the_text(client):
     # six settings, as scripts sent them before the page had top-p: it is the last, and defaults to 1 (off)
     job = client.submit("ROMEO:", 50, 1, 0.8, 0, 1337, api_name="/generate")
-    final = job.result(timeout=120)
+    final = job.result(timeout=patience(120))
     updates = job.outputs()
     assert updates[0][1] == ["ROMEO:"]  # the first update, before any new token
     assert len(final[1][0]) == len("ROMEO:") + 50
@@ -164,7 +166,7 @@ def test_the_page_streams_the_prompt_first_then_the_text(client):
 def test_several_users_at_once_are_queued_not_dropped(client):
     jobs = [client.submit(f"{name}:", 30, 2, 0.8, 0, 1337, api_name="/generate") for name in ("ROMEO", "KING", "DUKE")]
     for job, name in zip(jobs, ("ROMEO", "KING", "DUKE")):
-        status, (first, second) = job.result(timeout=120)
+        status, (first, second) = job.result(timeout=patience(120))
         assert status.startswith("Done") and first.startswith(f"{name}:") and second.startswith(f"{name}:")
 
 
@@ -181,14 +183,14 @@ def test_a_huge_request_is_refused_before_it_is_read_and_the_page_keeps_answerin
     with serve_app(tiny_checkpoint(tmp_path_factory)) as url:
         # the headers announce 50 MB (against a 2,000-character prompt); the answer comes before any of it
         host, port = url.removeprefix("http://").strip("/").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection = http.client.HTTPConnection(host, int(port), timeout=patience(30))
         connection.putrequest("POST", "/gradio_api/call/generate")
         connection.putheader("Content-Type", "application/json")
         connection.putheader("Content-Length", str(50_000_000))
         connection.endheaders()
         assert connection.getresponse().status == 413
         connection.close()
-        urllib.request.urlopen(url, timeout=30).close()  # still serving
+        urllib.request.urlopen(url, timeout=patience(30)).close()  # still serving
 
 
 @pytest.mark.parametrize("port", ["99999", "0", "-5"])
@@ -203,6 +205,8 @@ def test_without_gradio_app_says_how_to_install_it(tmp_path):
     (tmp_path / "gradio.py").write_text("raise ImportError('no gradio here')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     app = str(REPO / "app.py")
-    result = subprocess.run([sys.executable, app], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, app], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=patience(120)
+    )
     assert result.returncode != 0
     assert result.stderr.strip() == "app.py needs gradio: pip install -r requirements-app.txt"

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import REPO, TINY, gpt2_tokenizer_or_skip, on_the_cpu, run_script, write_shakespeare
+from conftest import REPO, TINY, gpt2_tokenizer_or_skip, on_the_cpu, patience, run_script, write_shakespeare
 from gpt import Settings
 
 TINY_RUN = [*TINY, "--max_iters=300", "--eval_interval=150", "--num_samples=2", "--max_new_tokens=40"]
@@ -89,7 +89,7 @@ def test_sampling_into_a_reader_that_stops_early_ends_quietly(trained):
     gpt.stdout.readline()
     gpt.stdout.close()  # long before 5,000 tokens are written
     stderr = gpt.stderr.read()
-    assert gpt.wait(timeout=120) == 1  # it did write into the closed pipe, and stopped there
+    assert gpt.wait(timeout=patience(120)) == 1  # it did write into the closed pipe, and stopped there
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, copy_of, on_the_cpu, patched_gpt, run_script, train_log
+from conftest import REPO, TINY, copy_of, on_the_cpu, patched_gpt, patience, run_script, train_log
 
 ARGS = [*TINY, "--max_iters=30", "--eval_interval=10", "--grad_accum_steps=2", "--dtype=float32", "--max_new_tokens=20"]
 
@@ -24,7 +24,7 @@ def torchrun(port: int, script: Path = REPO / "gpt.py") -> list[str]:
 
 def run_torchrun(args: list[str], cwd: Path, port: int, script: Path = REPO / "gpt.py") -> subprocess.CompletedProcess:
     command = [*torchrun(port, script), *on_the_cpu(args)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=patience(300))
 
 
 def test_two_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(shakespeare):
@@ -149,6 +149,6 @@ def test_ctrl_c_under_torchrun_saves_gives_the_command_to_continue_and_leaves_th
         if line.startswith("step 0:"):
             break
     process.send_signal(signal.SIGINT)  # torchrun passes it on to every process
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=patience(120))
     assert f"; saved trained_model.resume.pth\nto continue: {to_continue}" in out, err
     assert err.count("process group destroyed") == 2

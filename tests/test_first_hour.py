@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import QUICK, REPO, TINY, on_the_cpu, one_line_error, run_script, snapshot, write_shakespeare
+from conftest import QUICK, REPO, TINY, on_the_cpu, one_line_error, patience, run_script, snapshot, write_shakespeare
 
 RUN_FILES = ["trained_model.pth", "trained_model.resume.pth", "train_log.csv", "loss.png"]
 KEPT = ["trained_model.prev.pth", "trained_model.prev.resume.pth", "train_log.prev.csv", "loss.prev.png"]
@@ -91,7 +91,7 @@ def test_on_an_80_column_terminal_the_bar_and_every_line_fit(shakespeare):
             break
         shown += chunk
     os.close(controller)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=patience(60)) == 0
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", shown.decode())  # cursor moves, if any
     bars = [line for line in re.split(r"[\r\n]", text) if "|" in line and "/20" in line]
     assert re.search(r"^100%\|█+\| 20/20 .*, loss [\d.]+, lr [\d.e+-]+, [\d,]+ tok/s$", bars[-1]), bars[-1]
@@ -104,7 +104,7 @@ def test_init_from_gpt2_offline_without_cached_weights_fails_at_once_in_one_line
         env.pop(name, None)  # (behind a proxy only the download itself can tell, so gpt.py would try it)
     args = on_the_cpu(["--init_from=gpt2"])
     result = subprocess.run([sys.executable, str(REPO / "gpt.py"), *args], cwd=shakespeare, env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=patience(120))  # fmt: skip
     error = one_line_error(result)
     assert "--init_from=gpt2: GPT-2's weights are not in the Hugging Face cache" in error
     assert "127.0.0.1 cannot be reached" in error and "hf download gpt2" in error

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import TINY, patched_gpt, run_script, train_log
+from conftest import TINY, patched_gpt, patience, run_script, train_log
 from gpt import good_dtypes
 
 # what torchrun sets for a one-process run (the tests stop before any process connects)
@@ -18,7 +18,7 @@ SHORT = [*TINY, "--max_iters=30", "--eval_interval=10", "--num_samples=1", "--ma
 def run_patched(patch: str, args: list[str], cwd, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run gpt.py as `python gpt.py args`, after patch has made this machine look like another one."""
     return subprocess.run([sys.executable, "-c", patched_gpt(patch), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})  # fmt: skip
+                          text=True, timeout=patience(300), env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import QUICK, TINY, one_line_error, patched_gpt, run_script, snapshot, train_log
+from conftest import QUICK, TINY, one_line_error, patched_gpt, patience, run_script, snapshot, train_log
 from gpt import GPT, MUON, GPTConfig, Hyperparameters, make_optimizer
 
 
@@ -69,7 +69,7 @@ def test_muon_on_a_torch_without_it_says_what_it_needs(shakespeare):
     # requirements.txt lets torch be as old as 2.6; torch.optim.Muon came in 2.9
     patch = "import torch.optim\ndel torch.optim.Muon\ntorch.__version__ = '2.8.0'"
     command = [sys.executable, "-c", patched_gpt(patch), *QUICK, "--optimizer=muon"]
-    result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=patience(300))
     assert one_line_error(result) == (
         "error: --optimizer=muon needs torch 2.9 or later, not 2.8.0: pip install -U torch, or use adamw"
     )
@@ -129,7 +129,7 @@ def test_minutes_keeps_the_learning_rate_and_decay_tuned_for_muon_together_and_f
     # --minutes picks Muon on a CPU (BUDGETS) with the learning rate, its floor and the weight decay tuned for it
     # (MUON): a run that trains with AdamW, or sets one of the three, gets the defaults of the others
     command = [sys.executable, "-c", patched_gpt(patch), *LEARNING, *flags, "--minutes=0.2", "--max_new_tokens=1"]
-    result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=patience(300))
     assert result.returncode == 0, result.stderr
     fitted = shlex.split(result.stdout.split("the same run again:\n")[1].splitlines()[0])
     assert any(flag.startswith("--max_iters=") for flag in fitted)

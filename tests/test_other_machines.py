@@ -14,7 +14,18 @@ import pytest
 import torch
 
 import gpt
-from conftest import REPO, TINY, on_the_cpu, one_line_error, patched_gpt, run_script, snapshot, start_gpt, train_log
+from conftest import (
+    REPO,
+    TINY,
+    on_the_cpu,
+    one_line_error,
+    patched_gpt,
+    patience,
+    run_script,
+    snapshot,
+    start_gpt,
+    train_log,
+)
 
 QUICK = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=20"]
 GREEK = ("Ἐν ἀρχῇ ἦν ὁ λόγος, καὶ ὁ λόγος ἦν πρὸς τὸν θεόν. Привет, мир! こんにちは世界。\n" * 2000).encode()
@@ -26,7 +37,7 @@ def test_a_sample_of_greek_text_prints_as_question_marks_in_a_windows_pipe_inste
     assert run_script("gpt.py", QUICK, tmp_path).returncode == 0
     env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
     command = [sys.executable, str(REPO / "gpt.py"), *on_the_cpu(["--sample", "--max_new_tokens=50"])]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, env=env, timeout=120)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, env=env, timeout=patience(120))
     assert result.returncode == 0, result.stderr.decode("cp1252")
     assert "--- sample 2 of 2 ---" in result.stdout.decode("cp1252") and b"?" in result.stdout
     assert "cp1252, and print as '?': set PYTHONUTF8=1 to see them" in result.stderr.decode("cp1252")
@@ -47,7 +58,7 @@ def test_a_clock_that_ticks_every_16_ms_trains_and_reports_a_tiny_model(tmp_path
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     for args in ([*tiny, "--max_iters=40"], [*tiny, "--minutes=0.05", "--warmup_iters=10"]):
         command = [sys.executable, str(REPO / "gpt.py"), *on_the_cpu(args), "--max_new_tokens=5"]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=patience(300))
         assert result.returncode == 0, result.stderr
         assert "done in" in result.stdout and "about " in result.stdout  # the run and its time estimate
 
@@ -93,7 +104,7 @@ def test_a_model_file_another_program_holds_open_gets_one_line_that_says_to_clos
     before = snapshot(folder)
     (tmp_path / "launch.py").write_text(patched_gpt(HOLD_THE_MODEL_OPEN))
     result = subprocess.run([sys.executable, str(tmp_path / "launch.py"), *QUICK], cwd=folder, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+                            text=True, timeout=patience(300))  # fmt: skip
     error = one_line_error(result)
     assert "cannot write 'trained_model.pth' (Permission denied): close any program that has it open, or " in error
     after = snapshot(folder)
@@ -228,7 +239,7 @@ def test_fp16_with_a_gradient_scaler_trains_and_resumes_bit_for_bit_on_the_cpu(t
             break
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=patience(120))
     assert process.returncode == 130, err
     assert run_script("gpt.py", ["--resume"], interrupted).returncode == 0
     expected, got = (gpt.load_checkpoint(str(f / "trained_model.resume.pth"), "cpu") for f in (one_go, interrupted))
@@ -256,7 +267,7 @@ def test_one_torchrun_process_whose_loss_goes_nan_stops_every_process_with_the_r
     (tmp_path / "launch.py").write_text(patched_gpt(NAN_IN_RANK_1))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
                str(tmp_path / "launch.py"), *TINY, "--max_iters=30", "--eval_interval=10"]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=patience(300))
     assert result.returncode != 0
     said = re.findall(r"error: the loss became (.*) at step (\d+): the run diverged", result.stderr)
     assert sorted(said) == [("nan", "8"), ("not finite in another process", "8")], result.stderr
@@ -271,7 +282,7 @@ def test_file_names_that_are_not_utf8_are_shown_and_never_stop_the_run(tmp_path)
     args = [*QUICK, f"--input_file={os.fsdecode(text)}", f"--model_file={os.fsdecode(model)}", "--device=cpu"]
     command = [os.fsencode(sys.executable), os.fsencode(REPO / "gpt.py"), *map(os.fsencode, args)]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict, as under a en_US.UTF-8 locale
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, env=env, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, env=env, timeout=patience(300))
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"tokens of " in result.stdout and os.path.exists(model)
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, patience
 
 UNIX_ONLY = ("fcntl", "pty", "termios", "resource")
 
@@ -46,7 +46,7 @@ def without_unix_only_modules(tmp_path: Path) -> dict:
 def collected(env: dict) -> int:
     """How many tests `python -m pytest --collect-only` finds in tests/ under env; fails on a collection error."""
     result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "tests"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+                            capture_output=True, text=True, timeout=patience(300))  # fmt: skip
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "error" not in summary.lower(), summary

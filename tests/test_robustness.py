@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, copy_of, run_script, start_gpt, train_log, write_shakespeare
+from conftest import REPO, TINY, copy_of, patience, run_script, start_gpt, train_log, write_shakespeare
 from gpt import GPT, GPTConfig, load_checkpoint, resume_command
 
 
@@ -41,7 +41,7 @@ def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(
             break
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=patience(120))
     assert process.returncode == 130, err
     # the command to continue names gpt.py as it was run, and a Python that is this one: 'python' where that name
     # finds it (an active virtual environment), else its path
@@ -254,7 +254,7 @@ def test_a_run_interrupted_before_it_trained_leaves_the_earlier_runs_model_untou
         if line.startswith("step 0:"):
             break
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+    process.communicate(timeout=patience(120))
     assert process.returncode == 130
     assert digest(trained_folder / "trained_model.pth") == before
 

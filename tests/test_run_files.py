@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUICK, REPO, TINY, on_the_cpu, one_line_error, run_script, snapshot, start_gpt, write_shakespeare
+from conftest import (
+    QUICK,
+    REPO,
+    TINY,
+    on_the_cpu,
+    one_line_error,
+    patience,
+    run_script,
+    snapshot,
+    start_gpt,
+    write_shakespeare,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +95,7 @@ def test_a_run_killed_before_its_first_evaluation_leaves_the_earlier_log_whole(t
             break
     time.sleep(1)
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    process.wait(timeout=patience(60))
     assert (trained / "train_log.csv").read_bytes() == before
 
 
@@ -128,7 +139,7 @@ def test_running_out_of_cpu_memory_inside_pytorch_gets_one_line(shakespeare):
 
     args = on_the_cpu([*TINY, "--n_layer=2", "--n_embd=4096", "--n_head=8"])
     result = subprocess.run([sys.executable, str(REPO / "gpt.py"), *args], cwd=shakespeare, preexec_fn=at_most_4_gb,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+                            capture_output=True, text=True, timeout=patience(300))  # fmt: skip
     assert "out of memory: use a smaller --batch_size, --block_size or model" in one_line_error(result)
 
 
@@ -181,7 +192,7 @@ def test_ctrl_c_while_the_libraries_load_stops_quietly(shakespeare):
     process = start_gpt(TINY, shakespeare)
     time.sleep(0.5)  # torch takes a second or more to import
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=patience(60))
     assert out == ""  # it had not got as far as its first line
     assert process.returncode == 130 and "Traceback" not in err, err
 
