@@ -39,7 +39,7 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path | No
             pytest.fail(f"no browser at {CHROMIUM}: .ci/run installs Debian's chromium")
         pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
     with serve_app(checkpoint or tiny_checkpoint(tmp_path_factory)) as url, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=waiting(30))
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(waiting(30))  # clicks, fills and page loads; Playwright's default is 30 s
