@@ -552,6 +552,11 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during an evaluation or a sample: raised where the run is, which abandons it; its
+    argument then saves the last whole step and ends (Run.stop, called by run_command_line)."""
+
+
 # -----------------------------------------------------------------------------
 # Settings beyond the knobs, read from the same command line, and the checks on all of them.
 
@@ -574,6 +579,7 @@ class Settings(Hyperparameters):
     export_hf: str = ""  # --export_hf=DIR: write model_file as a Hugging Face GPT-2, then stop
     model_file: str = "trained_model.pth"  # best model; train_log.csv and loss.png go beside it
     resume: bool = False  # --resume: continue the run saved beside model_file (*.resume.pth)
+    discard_unfinished: bool = False  # a new run may replace a kept run that had not ended
     sample: bool = False  # --sample: no training; print samples of model_file (or of init_from)
     prompt_file: str = ""  # read the prompt from this file
 
@@ -602,6 +608,9 @@ BUDGETS = {
 FITTED = ("max_iters", "eval_interval", "sample_interval")  # what --minutes decides as it runs
 UNFITTED = 10**9  # their values until then
 FIT_STEPS = 100  # the steps measured first, or all of the warm-up if it is shorter
+MEASURING_SHARE = 0.1  # of the budget: past it, the steps measured so far are enough
+EVALUATING_SHARE = 0.25  # of the budget, at most, for its 11 evaluations (evaluations then shorten)
+USEFUL_STEPS = 100  # the fewest training steps a budget must buy
 PATHS = ("input_file", "model_file", "prompt_file", "init_from", "export_hf")  # ~ means home
 AT_LEAST = dict(
     n_layer=1, n_head=1, n_embd=1, batch_size=1, grad_accum_steps=1, eval_interval=1,
@@ -1292,11 +1301,21 @@ def resume_path(model_file: str) -> str:
 
 
 def log_path(model_file: str) -> str:
-    return os.path.join(os.path.dirname(model_file), "train_log.csv")
+    return beside(model_file, "train_log.csv")
 
 
 def plot_path(model_file: str) -> str:
-    return os.path.join(os.path.dirname(model_file), "loss.png")
+    return beside(model_file, "loss.png")
+
+
+def beside(model_file: str, name: str) -> str:
+    """name in model_file's folder; for the model a new run kept (*.prev.pth), the copy kept with
+    it (train_log.prev.csv), so that --resume --model_file=trained_model.prev.pth goes on with
+    that run, log and plot included."""
+    root, path = os.path.splitext(model_file)[0], os.path.join(os.path.dirname(model_file), name)
+    while root.endswith(".prev"):
+        root, path = root.removesuffix(".prev"), earlier_name(path)
+    return path
 
 
 @contextlib.contextmanager
@@ -1410,6 +1429,35 @@ def describe_earlier_model(model_file: str) -> None:
           f"keeps it as {earlier_name(model_file)}")  # fmt: skip
 
 
+def protect_unfinished_runs(hp: Settings) -> None:
+    """A new run keeps the earlier run's files as *.prev, replacing those kept before. A run that
+    has not ended (stopped with Ctrl-C, or killed) can still be resumed: keeping it is said, with
+    how to go on with it, and replacing it needs --discard_unfinished."""
+    if not any(map(os.path.exists, run_files(hp.model_file))):
+        return  # nothing to keep, so nothing kept before is replaced
+    earlier = earlier_name(hp.model_file)
+    if (where := unfinished_run(resume_path(earlier))) and not hp.discard_unfinished:
+        fail(f"{resume_path(earlier)} holds an unfinished run ({where}) that this new run would "
+             f"replace: go on with it ({resume_command(earlier, 1)}), move it away, or add "
+             "--discard_unfinished to let it go")  # fmt: skip
+    if where := unfinished_run(resume_path(hp.model_file)):
+        print(f"{resume_path(hp.model_file)} holds an unfinished run ({where}); this run keeps it "
+              f"as {resume_path(earlier)}.\n  To go on with that run later: "
+              f"{resume_command(earlier, 1)}")  # fmt: skip
+
+
+def unfinished_run(path: str) -> str:
+    """'step N of M' if path holds the state of a run that has not ended, else ''."""
+    try:  # (mmap: only the few numbers read come off the disk)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        step, total = state["step"], state["hyperparameters"]["max_iters"]
+        if state["finished"]:
+            return ""
+    except Exception:  # no such file, or nothing --resume could go on with
+        return ""
+    return f"step {step:,}" + (f" of {total:,}" if total != UNFITTED else "")
+
+
 def keep_earlier_run(model_file: str) -> None:
     """Before a new run writes its first file, the earlier run's files get a second name, *.prev
     (replacing the run before that), so that one earlier run is always kept. A second name
@@ -1501,6 +1549,7 @@ class BatchSampler:
         self.queue = torch.empty(0, dtype=torch.long)  # starts still to visit in this epoch
         self.generator = torch.Generator().manual_seed(hp.seed)
         self.micro_batches, self.rank, self.world_size = hp.grad_accum_steps, rank, world_size
+        self.draws = 0  # steps drawn: a training step has begun once its batches are drawn
 
     def next_starts(self) -> torch.Tensor:
         if self.random:
@@ -1515,6 +1564,7 @@ class BatchSampler:
         """This process's micro-batches of one step. Every process draws all of them and takes
         its share (rank, rank + world_size, ...), so a step sees the same batches however many
         processes run."""
+        self.draws += 1
         starts = [self.next_starts() for _ in range(self.micro_batches)]
         return starts[self.rank :: self.world_size]
 
@@ -1543,8 +1593,13 @@ class Run:
         self.first_sample_seconds = 0.0
         self.pending = []  # the losses of the steps since the last read (see stepped)
         self.deadline = math.inf  # --minutes: when the run must end (see fit_to_budget)
-        self.interrupted = False
+        self.interrupted = self.writing = False  # (writing: see on_ctrl_c)
+        self.progress = None  # the progress bar, once training begins
         self.kept_earlier = self.state is not None  # a new run keeps the earlier run's files
+        if not self.state:  # say so first, and refuse before anything is loaded
+            protect_unfinished_runs(hp)
+            if hw.master:
+                describe_earlier_model(hp.model_file)
 
     def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
         """The text's tokens and the tokenizer that reads them; a resumed run keeps its
@@ -1584,17 +1639,20 @@ class Run:
                   f"{steps:,.1f} steps")  # fmt: skip
         if self.state:
             self.restore(self.state)
+        else:
+            say_what_settings_miss(hp, epochs=hp.max_iters / steps)
+        self.step, self.draws_at_yield = self.start_step, 0  # (see steps and on_ctrl_c)
+        signal.signal(signal.SIGINT, self.on_ctrl_c)
+        if hp.max_iters == UNFITTED:
+            self.plan_budget(model)
         c = model.config
         shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}"
         print(f"model: {model.num_params():,} parameters ({shape})")
         print(f"  {c.attention} attention; {self.memory}")
         self.log_file, self.log_rows = None, kept_log_rows(hp.model_file, self.state)
         clean_stale_temps(os.path.dirname(hp.model_file))
-        if not self.state and hw.master:
-            describe_earlier_model(hp.model_file)
         # perf_counter is the clock for intervals (time() may move in 16 ms ticks, on Windows)
         self.start_time = self.window_start = time.perf_counter()
-        signal.signal(signal.SIGINT, self.on_ctrl_c)
         # a bar redrawn in place on a terminal; piped to a file, a plain line now and then
         on_terminal = sys.stderr.isatty()
         self.plain_every = 0 if on_terminal or not hw.master else max(1, hp.eval_interval // 5)
@@ -1610,7 +1668,9 @@ class Run:
             path = resume_path(self.hp.model_file)
             fail(f"{path!r} is damaged: its state does not fit the model it describes "
                  f"({type(e).__name__}); train anew")  # fmt: skip
-        print(f"resuming at step {self.start_step} (best val loss so far {self.best_val_loss:.4f})")
+        best = self.best_val_loss  # (inf until an evaluation after step 0)
+        so_far = f"best val loss so far {best:.4f}" if best < math.inf else "no model saved yet"
+        print(f"resuming at step {self.start_step} ({so_far})")
 
     def restore_parts(self, state: dict) -> None:
         hp, hw = self.hp, self.hw
@@ -1635,9 +1695,35 @@ class Run:
         self.elapsed_before = state["elapsed_s"]
 
     def on_ctrl_c(self, signum: int, frame: object) -> None:
-        # finish the current step, so the saved state is whole; a second Ctrl-C stops at once
+        """Ctrl-C: save the state of the last whole step and stop. An evaluation or sample in
+        progress is abandoned (nothing of it is in that state); a training step in progress is
+        finished first, so that the state is whole. A second Ctrl-C stops at once."""
         self.interrupted = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        # between the step's yield and its batches: evaluating or sampling. Under torchrun every
+        # process must stop at the same step, agreed at the next one (see steps)
+        pausing = self.sampler.draws == self.draws_at_yield and not self.writing
+        if pausing and self.hw.world_size == 1:
+            raise Interrupted(functools.partial(self.stop, self.step))
+        tqdm.write(f"Ctrl-C: finishing step {self.step}, then saving it and stopping (Ctrl-C "
+                   "again stops at once, saving nothing more)")  # fmt: skip
+
+    def stop(self, step: int) -> NoReturn:
+        """After Ctrl-C: save the state before step (all steps up to it are trained), say how to go
+        on, and end the program as Ctrl-C does."""
+        if self.progress:
+            self.progress.close()
+        go_on = f"to continue: {resume_command(self.hp.model_file, self.hw.world_size)}"
+        if step > self.start_step:
+            self.read_losses(step - 1)
+            self.save_state(step)
+            print(f"interrupted at step {step}; saved {resume_path(self.hp.model_file)}\n{go_on}")
+        elif self.state:
+            print(f"interrupted at step {step}, where this run resumed: nothing trained since, "
+                  f"{resume_path(self.hp.model_file)} is as it was\n{go_on}")  # fmt: skip
+        else:
+            print(f"interrupted at step {step}, before any training: nothing saved")
+        raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
 
     def steps(self) -> Iterator[int]:
         """start_step, ..., max_iters; after a Ctrl-C, save the state and stop instead."""
@@ -1645,19 +1731,17 @@ class Run:
         while step <= self.hp.max_iters:  # (--minutes sets max_iters once steps are measured)
             late = self.deadline < math.inf and process_seconds() > self.deadline  # --minutes
             if late and step < self.hp.max_iters:
+                why = ("the steps took longer than the first ones" if self.hp.eval_interval !=
+                       UNFITTED else "before the first steps were all timed")  # fmt: skip
                 tqdm.write(f"the {self.hp.minutes:g}-minute budget is spent: step {step} is the "
-                           "last (the steps took longer than the first ones)")  # fmt: skip
+                           f"last ({why})")  # fmt: skip
                 self.hp.max_iters = step  # this step evaluates and saves, and the run ends
                 self.read_losses(step - 1)  # the steps a GPU may still be running
             # under torchrun all processes ask each other (a wait for GPUs) every READ_EVERY steps
             ask = self.hw.world_size == 1 or self.hw.device_type == "cpu" or step % READ_EVERY == 0
             if ask and anyone(self.interrupted, self.hw):
-                self.read_losses(step - 1)
-                self.save_state(step)
-                self.progress.close()
-                print(f"interrupted at step {step}; saved {resume_path(self.hp.model_file)}")
-                print(f"to continue: {resume_command(self.hp.model_file, self.hw.world_size)}")
-                raise SystemExit(130)  # the exit code of a program stopped by Ctrl-C
+                self.stop(step)
+            self.step, self.draws_at_yield = step, self.sampler.draws  # (see on_ctrl_c)
             yield step
             step += 1
 
@@ -1693,6 +1777,13 @@ class Run:
     def evaluated(self, step: int, lr: float, losses: dict) -> None:
         """Log the losses; keep the model if its val loss is the best yet. Under torchrun every
         process's losses["val"] becomes rank 0's."""
+        self.writing = True  # a Ctrl-C now waits until the files are written
+        self.record(step, lr, losses)
+        self.writing = False
+        if self.interrupted and self.hw.world_size == 1:
+            raise Interrupted(functools.partial(self.stop, step))
+
+    def record(self, step: int, lr: float, losses: dict) -> None:
         hp = self.hp
         if self.first_val_loss is None:  # this session's first evaluation, the first thing it did
             self.first_eval_seconds = time.perf_counter() - self.start_time
@@ -1716,7 +1807,8 @@ class Run:
                 self.keep_earlier_run()
                 save_checkpoint(hp.model_file, self.checkpoint(step))
         if step > 0:  # (at step 0 there is nothing to resume, and an earlier run's file would go)
-            self.save_state(step, finished=step == hp.max_iters)  # resumed, it evaluates it again
+            # (finished: at its last step, or its target; resumed, it evaluates that step again)
+            self.save_state(step, finished=step == hp.max_iters or reached)
         tokens = step * self.tokens_per_step
         elapsed = self.elapsed_before + time.perf_counter() - self.start_time
         self.write_log({"step": step, "tokens": tokens, "epoch": f"{tokens / self.n_train:.3f}",
@@ -1821,15 +1913,56 @@ class Run:
         every = self.plain_every  # (the steps read may have passed its multiple)
         if every and (step + 1) // every > (step + 1 - count) // every:
             print(f"step {step + 1}/{self.hp.max_iters}: {line}", flush=True)
-        # once the first steps are measured, say how long the run takes (--minutes: fit it)
+        # once the first steps are measured, say how long the run takes (--minutes: fit it, once
+        # they are all measured, or once measuring has taken its share of the budget)
         fitting = self.hp.minutes and self.hp.max_iters == UNFITTED
         measure = self.steps_to_measure()
         if len(self.step_seconds) < measure:
             self.step_seconds += [seconds] * min(count, measure - len(self.step_seconds))
+            spent = sum(self.step_seconds) > MEASURING_SHARE * self.hp.minutes * 60
+            if fitting and len(self.step_seconds) >= 4 and spent:
+                self.step_seconds += [seconds] * (measure - len(self.step_seconds))
             if len(self.step_seconds) == measure:
                 if fitting:
                     self.fit_to_budget(step)
                 self.say_how_long(step)
+
+    def plan_budget(self, model: GPT) -> None:
+        """--minutes, before step 0: the budget counts from the process's first second. An
+        evaluation's cost, from one timed forward pass, may shorten evaluations; a budget that
+        cannot buy USEFUL_STEPS steps is refused; and the run ends by the deadline whatever the
+        steps measured later say."""
+        hp, budget = self.hp, self.hp.minutes * 60
+        forward = self.time_a_forward(model)
+        if (fits := int(EVALUATING_SHARE * budget / (11 * 2 * forward))) < hp.eval_iters:
+            tqdm.write(f"--minutes={hp.minutes:g}: each evaluation reads {max(1, fits)} batches "
+                       f"of each split, not {hp.eval_iters}, to leave time to train")  # fmt: skip
+            hp.eval_iters = max(1, fits)
+        evaluation = 2 * hp.eval_iters * forward
+        step = 3 * forward * hp.grad_accum_steps  # a backward pass costs about two forward ones
+        steps = int((0.95 * budget - process_seconds() - 11 * evaluation - 3) / step)
+        if steps < USEFUL_STEPS:
+            need = (USEFUL_STEPS * step + 11 * evaluation + process_seconds() + 3) / 0.95 / 60
+            fail(f"--minutes={hp.minutes:g} buys about {max(0, steps)} training steps here (a "
+                 f"step takes about {step:.2g} s on this machine), too few to learn anything: "
+                 f"give --minutes={math.ceil(need)} or more, or a smaller model")  # fmt: skip
+        self.deadline = budget - evaluation - 1
+        tqdm.write(f"--minutes={hp.minutes:g}: evaluating step 0, then timing the first steps "
+                   "to fit the run to the budget")  # fmt: skip
+
+    def time_a_forward(self, model: GPT) -> float:
+        """Seconds of one forward pass over a batch, as an evaluation makes them."""
+        x = torch.zeros(self.hp.batch_size, self.hp.block_size, dtype=torch.long,
+                        device=self.hw.device)  # fmt: skip
+        model.eval()
+        times = []
+        with torch.no_grad(), self.hw.autocast:
+            for _ in range(3):  # the least of three: the first may set things up
+                started = time.perf_counter()
+                model(x, x)[1].item()  # (item: waits for a GPU)
+                times.append(time.perf_counter() - started)
+        model.train()
+        return max(min(times), 1e-6)
 
     def fit_to_budget(self, step: int) -> None:
         """--minutes: the steps that fit what is left of the budget, at the median time of the
@@ -1842,7 +1975,8 @@ class Run:
         per_step = max(settled, 1e-6)  # (a clock too coarse to see a step)
         evaluation = self.first_eval_seconds + self.first_sample_seconds
         final = self.first_sample_seconds * hp.max_new_tokens / max(1, hp.sample_tokens)
-        self.deadline = hp.minutes * 60 - final - 1  # past it the run ends, evaluating where it is
+        # past it the run ends, evaluating where it is
+        self.deadline = hp.minutes * 60 - evaluation - final - 1
         left = 0.95 * hp.minutes * 60 - process_seconds() - 11 * evaluation - final - 3
         hp.max_iters = max(step + 1, step + 1 + int(left / per_step))
         # (not before this step: the same steps, run again with these flags, must not either)
@@ -1866,9 +2000,15 @@ class Run:
         steps_left = hp.max_iters - step - 1
         evaluations = steps_left // hp.eval_interval + 1
         seconds = steps_left * per_step + evaluations * self.first_eval_seconds
-        more = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
-        tqdm.write(f"about {more} more: {steps_left:,} steps at {per_step:.3g} s and "
-                   f"{evaluations} evaluations at {self.first_eval_seconds:.2g} s")  # fmt: skip
+        each = self.first_eval_seconds  # (none yet in a run resumed between evaluations)
+        timed = f"at {each:.2g} s" if 0 < each < 10 else f"at {each:.0f} s" if each else "to come"
+        said = (f"about {duration(seconds)} more: {steps_left:,} steps at {per_step:.3g} s and "
+                f"{evaluations} evaluation{'s' * (evaluations != 1)} {timed}")  # fmt: skip
+        if seconds > SLOW_RUN * 60 and all(getattr(hp, k) == v for k, v in DEFAULT_RUN.items()):
+            said += (f"\n(this machine takes {duration(seconds)} for the default run, made to take "
+                     "about five minutes; for the best run five minutes buy here: "
+                     f"{python_command()} {quote(sys.argv[0])} --minutes=5)")  # fmt: skip
+        tqdm.write(said)
 
     def finish(self, model: GPT) -> GPT:
         """Close the files, draw the plot, and return model holding the best weights saved.
@@ -1892,6 +2032,24 @@ class Run:
         return model
 
 
+def say_what_settings_miss(hp: Settings, epochs: float) -> None:
+    """Settings that do less than they seem to: one line each, and the run goes on."""
+    if hp.max_iters == UNFITTED:  # --minutes: its fit decides the steps
+        return
+    if hp.max_iters < hp.warmup_iters:
+        print(f"note: --max_iters={hp.max_iters} ends inside the warm-up (--warmup_iters="
+              f"{hp.warmup_iters}): the learning rate only rises and never decays; for a short "
+              f"run, lower --warmup_iters too")  # fmt: skip
+    if epochs > MANY_EPOCHS:
+        print(f"note: this run reads its training text {epochs:.0f} times over: the model will "
+              "learn it by heart (train loss falls while val loss rises); give it a longer "
+              "text, or fewer --max_iters")  # fmt: skip
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+
+
 def process_seconds() -> float:
     """How long this process has run: since it started on Linux, elsewhere since Part 2 was read."""
     try:
@@ -1905,6 +2063,12 @@ def process_seconds() -> float:
 
 WORKSHOP_READ = time.time()
 READ_EVERY = 10  # steps a GPU runs ahead between reads of the loss (see Run.stepped)
+MANY_EPOCHS = 20  # passes over the training text past which a run warns of memorising it
+SLOW_RUN = 15  # minutes: a default run estimated past this suggests --minutes=5 instead
+# the knobs that make the default run what it is on a CPU (its steps, shape and evaluations)
+DEFAULT_RUN = {name: getattr(Settings, name) for name in (
+    "max_iters", "n_layer", "n_embd", "block_size", "batch_size", "grad_accum_steps",
+    "eval_interval", "eval_iters", "minutes")}  # fmt: skip
 BAR = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
 LOG_COLUMNS = ["step", "tokens", "epoch", "elapsed_s", "train_loss", "val_loss", "lr"]
 
@@ -2524,7 +2688,10 @@ def run_command_line(main: Callable[[list[str]], None]) -> None:
     (bigram.py runs this way too)."""
     show_any_text()
     try:
-        main(sys.argv[1:])
+        try:
+            main(sys.argv[1:])
+        except Interrupted as stop:
+            stop.args[0]()
         return
     except UserError as e:
         message = f"error: {e}"

@@ -6,6 +6,7 @@ gpt.py does on a CPU and its 'auto' would pick a Mac's GPU (mps) or a CUDA GPU w
 import csv
 import functools
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -129,6 +130,21 @@ def start_gpt(args: list[str], cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def ctrl_c(args: list[str], cwd: Path, after: str = "step 0:") -> tuple[str, str]:
+    """Run gpt.py and press Ctrl-C once it has printed a line starting with after; returns its output, once it
+    has stopped as Ctrl-C promises (exit code 130)."""
+    process = start_gpt(args, cwd)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith(after):
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=patience(120))
+    assert process.returncode == 130, "".join(seen) + out + err
+    return "".join(seen) + out, err
 
 
 def train_log(folder: Path) -> list[dict]:

@@ -5,7 +5,6 @@ here, the test says so."""
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,13 +16,13 @@ import gpt
 from conftest import (
     REPO,
     TINY,
+    ctrl_c,
     on_the_cpu,
     one_line_error,
     patched_gpt,
     patience,
     run_script,
     snapshot,
-    start_gpt,
     train_log,
 )
 
@@ -233,14 +232,7 @@ def test_fp16_with_a_gradient_scaler_trains_and_resumes_bit_for_bit_on_the_cpu(t
     result = run_script("gpt.py", run, one_go)
     assert result.returncode == 0, result.stderr
     assert "cpu, float16: asked for with --dtype" in result.stdout
-    process = start_gpt(on_the_cpu(run), interrupted)
-    for line in process.stdout:
-        if line.startswith("step 0:"):
-            break
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=patience(120))
-    assert process.returncode == 130, err
+    ctrl_c(run, interrupted, after="step 10/")  # once training has begun
     assert run_script("gpt.py", ["--resume"], interrupted).returncode == 0
     expected, got = (gpt.load_checkpoint(str(f / "trained_model.resume.pth"), "cpu") for f in (one_go, interrupted))
     assert all(torch.equal(expected["model"][name], got["model"][name]) for name in expected["model"])

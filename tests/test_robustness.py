@@ -3,6 +3,7 @@
 import hashlib
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, copy_of, patience, run_script, start_gpt, train_log, write_shakespeare
+from conftest import REPO, TINY, copy_of, ctrl_c, patience, run_script, start_gpt, train_log, write_shakespeare
 from gpt import GPT, GPTConfig, load_checkpoint, resume_command
 
 
@@ -35,14 +36,7 @@ def test_ctrl_c_then_resume_gives_bit_identical_weights_to_an_uninterrupted_run(
     run = [*RUN, f"--optimizer={optimizer}"]
     assert run_script("gpt.py", run, one_go).returncode == 0
 
-    process = start_gpt(run, interrupted)
-    for line in process.stdout:  # wait until training has begun, then press Ctrl-C
-        if line.startswith("step 0:"):
-            break
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=patience(120))
-    assert process.returncode == 130, err
+    out, _ = ctrl_c(run, interrupted, after="step 20/")  # once training has begun
     # the command to continue names gpt.py as it was run, and a Python that is this one: 'python' where that name
     # finds it (an active virtual environment), else its path
     python, *rest = shlex.split(out.split("to continue: ")[1].splitlines()[0])
@@ -89,7 +83,9 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(shakespeare)
     rng = random.Random(0)
     for attempt in range(5):
         process = start_gpt(args + (["--resume"] if attempt else []), shakespeare)
-        time.sleep(rng.uniform(2.5, 4.5))  # start-up takes about 2 s, then it saves constantly
+        evaluations = (line for line in process.stdout if re.match(r"step \d+:", line))
+        next(evaluations), next(evaluations)  # it has trained and saved: from now on it saves after every step
+        time.sleep(rng.uniform(0, 2))
         process.kill()
         process.wait()
         for name in ("trained_model.pth", "trained_model.resume.pth"):

@@ -1,6 +1,7 @@
 """Nothing a user had is lost: a run's files as one set, safe temporary files, divergence caught before it
 saves, the earlier log kept, and every failure one line. Each test runs gpt.py as a user does."""
 
+import csv
 import os
 import re
 import signal
@@ -16,12 +17,14 @@ from conftest import (
     QUICK,
     REPO,
     TINY,
+    ctrl_c,
     on_the_cpu,
     one_line_error,
     patience,
     run_script,
     snapshot,
     start_gpt,
+    train_log,
     write_shakespeare,
 )
 
@@ -228,3 +231,30 @@ def test_a_run_says_how_long_it_will_take_once_its_first_steps_are_measured(shak
     assert result.returncode == 0, result.stderr
     said = re.search(r"about \d+ s more: 30 steps at [\d.e-]+ s and 2 evaluations at [\d.e-]+ s", result.stdout)
     assert said, result.stdout
+
+
+@pytest.mark.smoke
+def test_a_new_run_keeps_an_unfinished_run_says_how_to_go_on_with_it_and_never_drops_it_unasked(shakespeare):
+    ctrl_c([*TINY, "--max_iters=100000", "--eval_interval=10"], shakespeare, after="step 10:")
+    unfinished = (shakespeare / "trained_model.resume.pth").read_bytes()
+
+    new_run = run_script("gpt.py", QUICK, shakespeare)
+    assert new_run.returncode == 0, new_run.stderr
+    said = re.search(r"trained_model.resume.pth holds an unfinished run \(step (\d+) of 100,000\)", new_run.stdout)
+    assert said and int(said[1]) >= 10, new_run.stdout
+    assert "--resume --model_file=trained_model.prev.pth" in new_run.stdout
+    assert (shakespeare / "trained_model.prev.resume.pth").read_bytes() == unfinished
+
+    before = snapshot(shakespeare)  # another new run would replace the kept one: refused, nothing touched
+    error = one_line_error(run_script("gpt.py", QUICK, shakespeare))
+    assert "trained_model.prev.resume.pth holds an unfinished run" in error and "--discard_unfinished" in error
+    assert snapshot(shakespeare) == before
+
+    # going on with it as the message says continues that run in the kept files, its own log included
+    go_on = ["--resume", "--model_file=trained_model.prev.pth", "--max_iters=30"]
+    assert run_script("gpt.py", go_on, shakespeare).returncode == 0
+    assert [row["step"] for row in train_log(shakespeare)] == ["0", "10", "20"]  # the second run's, untouched
+    kept = list(csv.DictReader(open(shakespeare / "train_log.prev.csv")))
+    assert [row["step"] for row in kept] == ["0", "10", "20", "30"]
+    # finished now: a new run may replace it, and says nothing of an unfinished run
+    assert "unfinished" not in run_script("gpt.py", QUICK, shakespeare).stdout
