@@ -610,7 +610,7 @@ UNFITTED = 10**9  # their values until then
 FIT_STEPS = 100  # the steps measured first, or all of the warm-up if it is shorter
 MEASURING_SHARE = 0.1  # of the budget: past it, the steps measured so far are enough
 EVALUATING_SHARE = 0.25  # of the budget, at most, for its 11 evaluations (evaluations then shorten)
-USEFUL_STEPS = 100  # the fewest training steps a budget must buy
+USEFUL_STEPS = 100  # fewer training steps bought get a note; a tenth of them, a refusal
 PATHS = ("input_file", "model_file", "prompt_file", "init_from", "export_hf")  # ~ means home
 AT_LEAST = dict(
     n_layer=1, n_head=1, n_embd=1, batch_size=1, grad_accum_steps=1, eval_interval=1,
@@ -1930,7 +1930,7 @@ class Run:
     def plan_budget(self, model: GPT) -> None:
         """--minutes, before step 0: the budget counts from the process's first second. An
         evaluation's cost, from one timed forward pass, may shorten evaluations; a budget that
-        cannot buy USEFUL_STEPS steps is refused; and the run ends by the deadline whatever the
+        buys too few steps says so (USEFUL_STEPS); and the run ends by the deadline whatever the
         steps measured later say."""
         hp, budget = self.hp, self.hp.minutes * 60
         forward = self.time_a_forward(model)
@@ -1941,11 +1941,15 @@ class Run:
         evaluation = 2 * hp.eval_iters * forward
         step = 3 * forward * hp.grad_accum_steps  # a backward pass costs about two forward ones
         steps = int((0.95 * budget - process_seconds() - 11 * evaluation - 3) / step)
+        need = (USEFUL_STEPS * step + 11 * evaluation + process_seconds() + 3) / 0.95 / 60
+        buys = (f"--minutes={hp.minutes:g} buys about {max(0, steps)} training steps here (a step "
+                f"takes about {step:.2g} s on this machine)")  # fmt: skip
+        if steps < USEFUL_STEPS // 10:
+            fail(f"{buys}, too few to train: give --minutes={math.ceil(need)} or more, or a "
+                 "smaller model")  # fmt: skip
         if steps < USEFUL_STEPS:
-            need = (USEFUL_STEPS * step + 11 * evaluation + process_seconds() + 3) / 0.95 / 60
-            fail(f"--minutes={hp.minutes:g} buys about {max(0, steps)} training steps here (a "
-                 f"step takes about {step:.2g} s on this machine), too few to learn anything: "
-                 f"give --minutes={math.ceil(need)} or more, or a smaller model")  # fmt: skip
+            tqdm.write(f"note: {buys}, too few to learn much; --minutes={math.ceil(need)} buys "
+                       f"{USEFUL_STEPS}")  # fmt: skip
         self.deadline = budget - evaluation - 1
         tqdm.write(f"--minutes={hp.minutes:g}: evaluating step 0, then timing the first steps "
                    "to fit the run to the budget")  # fmt: skip

@@ -7,7 +7,17 @@ import sys
 import pytest
 import torch
 
-from conftest import QUICK, TINY, one_line_error, patched_gpt, patience, run_script, snapshot, train_log
+from conftest import (
+    QUICK,
+    TINY,
+    one_line_error,
+    patched_gpt,
+    patience,
+    patience_factor,
+    run_script,
+    snapshot,
+    train_log,
+)
 from gpt import GPT, MUON, GPTConfig, Hyperparameters, make_optimizer
 
 
@@ -128,7 +138,8 @@ def test_minutes_keeps_the_learning_rate_and_decay_tuned_for_muon_together_and_f
 ):
     # --minutes picks Muon on a CPU (BUDGETS) with the learning rate, its floor and the weight decay tuned for it
     # (MUON): a run that trains with AdamW, or sets one of the three, gets the defaults of the others
-    command = [sys.executable, "-c", patched_gpt(patch), *LEARNING, *flags, "--minutes=0.2", "--max_new_tokens=1"]
+    budget = f"--minutes={0.3 * patience_factor():.2g}"  # enough for 100 steps after start-up, on any machine
+    command = [sys.executable, "-c", patched_gpt(patch), *LEARNING, *flags, budget, "--max_new_tokens=1"]
     result = subprocess.run(command, cwd=shakespeare, capture_output=True, text=True, timeout=patience(300))
     assert result.returncode == 0, result.stderr
     fitted = shlex.split(result.stdout.split("the same run again:\n")[1].splitlines()[0])
