@@ -513,6 +513,7 @@ import csv  # noqa: E402
 import ctypes  # noqa: E402
 import dataclasses  # noqa: E402
 import difflib  # noqa: E402
+import errno  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import io  # noqa: E402
@@ -1461,19 +1462,33 @@ def unfinished_run(path: str) -> str:
 def keep_earlier_run(model_file: str) -> None:
     """Before a new run writes its first file, the earlier run's files get a second name, *.prev
     (replacing the run before that), so that one earlier run is always kept. A second name
-    costs no space, and each file stays where it is until the new run replaces it."""
-    for path in filter(os.path.exists, run_files(model_file)):
-        earlier = earlier_name(path)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(earlier)
+    costs no space, and each file stays where it is until the new run replaces it. All or
+    nothing: every second name is made under a temporary name first, and only once all of them
+    are made and every *.prev may be replaced do they replace it; else the kept run stays whole."""
+    staged = []
+    try:
+        for path in filter(os.path.exists, run_files(model_file)):
+            earlier = earlier_name(path)
+            taken = os.path.exists(earlier) and not os.access(earlier, os.W_OK)
+            if os.path.isdir(earlier) or taken:
+                raise PermissionError(errno.EACCES, "it cannot be replaced", earlier)
+            folder, name = os.path.split(earlier)  # a temporary name as replacing() makes them
+            mark = f"{os.getpid()}.{TEMP_MARK}{os.urandom(4).hex()}"
+            tmp = os.path.join(folder, f".{name}.{mark}.tmp")
+            staged.append((tmp, earlier))
             try:
-                os.link(path, earlier)
-            except OSError:  # a file system without hard links
-                shutil.copyfile(path, earlier)
-        except OSError as e:
-            fail(f"cannot keep the earlier {path!r} as {earlier!r} ({e.strerror}): move it away "
-                 "yourself, or pick another --model_file")  # fmt: skip
+                os.link(path, tmp)
+            except OSError:  # a file system without hard links (or path is not a file)
+                shutil.copyfile(path, tmp)
+        for tmp, earlier in staged:
+            replace(tmp, earlier)
+    except OSError as e:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        where = e.filename or model_file
+        fail(f"cannot keep the earlier run's {where!r} ({e.strerror or e}): move it away "
+             "yourself, or pick another --model_file; nothing was changed")  # fmt: skip
 
 
 def save_checkpoint(path: str, checkpoint: dict) -> None:

@@ -258,3 +258,16 @@ def test_a_new_run_keeps_an_unfinished_run_says_how_to_go_on_with_it_and_never_d
     assert [row["step"] for row in kept] == ["0", "10", "20", "30"]
     # finished now: a new run may replace it, and says nothing of an unfinished run
     assert "unfinished" not in run_script("gpt.py", QUICK, shakespeare).stdout
+
+
+@pytest.mark.parametrize("planted", ["loss.prev.png", "train_log.csv"])
+def test_keeping_the_earlier_run_is_all_or_nothing(trained, planted):
+    # a second run makes the .prev files; a third one must replace all four of them or none. A folder where a file
+    # is kept (the last one kept), or where one to keep is (the log), stops it
+    assert run_script("gpt.py", [*QUICK, "--seed=2"], trained).returncode == 0
+    (trained / planted).unlink()
+    (trained / planted).mkdir()
+    before = snapshot(trained)
+    error = one_line_error(run_script("gpt.py", [*QUICK, "--seed=3"], trained))
+    assert snapshot(trained) == before  # the kept run, the run before it and no temporary file left
+    assert "cannot keep the earlier run's" in error and "nothing was changed" in error
