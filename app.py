@@ -36,6 +36,7 @@ MAX_PROMPT_CHARS = 2000  # longer prompts are refused with a message
 MAX_NEW_TOKENS = 1000  # tokens generated per output
 MAX_OUTPUTS = 8  # outputs per click, drawn together as one batch
 MAX_TEMPERATURE = 2.0  # above 2 the text is noise
+MIN_TEMPERATURE = 1e-6  # gpt.py's floor for --temperature above 0: below it the scores overflow
 MIN_TOP_P = 0.01  # top-p 0 would cut every token; 0.01 keeps at least the likeliest
 MAX_SEED = 2**31 - 1
 MAX_BODY_BYTES = 1_000_000  # a request's body: a prompt at its limit takes a few kilobytes
@@ -104,12 +105,34 @@ def describe(checkpoint: dict, model: gpt.GPT, tokenizer: gpt.Tokenizer) -> str:
 
 
 def clamp(value: object, low: float, high: float) -> float:
-    """value as a number between low and high; anything that is not a number counts as low."""
+    """value as a number between low and high; anything that is not a number counts as low, and
+    a number past either end (infinity, an int too big for a float) as that end."""
     try:
         number = float(value)
+    except OverflowError:  # an int too big for a float is past one end or the other
+        return high if value > 0 else low
     except (TypeError, ValueError):
         return low
     return low if math.isnan(number) else min(max(number, low), high)
+
+
+def clamp_temperature(value: object) -> float:
+    """value as a temperature from 0 to MAX_TEMPERATURE. One above 0 but below MIN_TEMPERATURE,
+    which gpt.py refuses, acts as 0 (greedy) rather than as MIN_TEMPERATURE: sampling that cold
+    takes the likeliest token all but always, and the status line then says so plainly."""
+    temperature = clamp(value, 0.0, MAX_TEMPERATURE)
+    return temperature if temperature >= MIN_TEMPERATURE else 0.0
+
+
+def token_id(token: object, vocab_size: int) -> int | None:
+    """token as a token id, as the page sends a clicked one (an int, or its digits as a string),
+    or None if it is not one from 0 to vocab_size - 1."""
+    if isinstance(token, str) and token.isascii() and token.isdecimal():  # not '²', '-1' or ' 7'
+        try:
+            token = int(token)
+        except ValueError:  # more digits than Python reads into an int: no id is that long
+            return None
+    return token if type(token) is int and 0 <= token < vocab_size else None  # not True or 7.0
 
 
 def first_sentence(error: Exception) -> str:
@@ -150,7 +173,7 @@ def make_generate(
             return
         n = int(clamp(num_outputs, 1, MAX_OUTPUTS))
         tokens = int(clamp(max_new_tokens, 1, MAX_NEW_TOKENS))
-        temperature = clamp(temperature, 0.0, MAX_TEMPERATURE)
+        temperature = clamp_temperature(temperature)
         top_k = int(clamp(top_k, 0, tokenizer.vocab_size))
         seed = int(clamp(seed, 0, MAX_SEED))
         top_p = clamp(top_p, MIN_TOP_P, 1.0)
@@ -258,7 +281,7 @@ def make_inside(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> dict[str, Callable]
 
     def next_tokens(text: object, temperature: object, top_k: object, top_p: object) -> list:
         """A caption, the chart of the likeliest next tokens, and those tokens to click."""
-        temperature = clamp(temperature, 0.0, MAX_TEMPERATURE)
+        temperature = clamp_temperature(temperature)
         top_k = int(clamp(top_k, 0, tokenizer.vocab_size))
         top_p = clamp(top_p, MIN_TOP_P, 1.0)
         try:
@@ -290,11 +313,13 @@ def make_inside(model: gpt.GPT, tokenizer: gpt.Tokenizer) -> dict[str, Callable]
         return [caption, gr.BarPlot(chart, sort=names), gr.Radio(choices=choices, value=None)]
 
     def append(text: object, token: object) -> str:
-        """The text with the clicked token's text added (unchanged if that would be too long)."""
+        """The text with the clicked token's text added (unchanged if token is not a token id or
+        the text would get too long)."""
         text = text if isinstance(text, str) else ""
-        if isinstance(token, bool) or not isinstance(token, (int, str)) or not str(token).isdigit():
+        i = token_id(token, tokenizer.vocab_size)
+        if i is None:
             return text  # not a token id: nothing was clicked
-        longer = text + tokenizer.decode([int(clamp(int(token), 0, tokenizer.vocab_size - 1))])
+        longer = text + tokenizer.decode([i])
         return longer if len(longer) <= MAX_PROMPT_CHARS else text
 
     def attention(text: object, layer: object, head: object) -> list:

@@ -144,6 +144,22 @@ def test_settings_that_are_not_numbers_fall_back_to_the_smallest(client):
     assert "temperature 0" in status
 
 
+@pytest.mark.parametrize("temperature", [1e-40, 5e-324])
+def test_a_temperature_too_small_to_divide_by_writes_as_temperature_0(client, temperature):
+    _, greedy = generate(client, "ROMEO:", max_new_tokens=30, num_outputs=1, temperature=0)
+    status, texts = generate(client, "ROMEO:", max_new_tokens=30, num_outputs=1, temperature=temperature)
+    assert texts == greedy and "temperature 0," in status
+
+
+def test_numbers_too_big_for_a_float_are_clamped_like_any_other(client):
+    huge = 10**400  # an int float() cannot hold; a string of 5,000 digits reads as infinity
+    status, texts = generate(
+        client, "A", max_new_tokens=20, num_outputs=huge, temperature="9" * 5000, top_k=-huge, seed=huge, top_p=huge
+    )
+    assert len(texts) == MAX_OUTPUTS
+    assert "temperature 2, top-k off, top-p 1, seed 2147483647" in status
+
+
 def test_top_p_this_small_keeps_only_the_likeliest_token_whatever_the_seed(client):
     _, greedy = generate(client, "ROMEO:", max_new_tokens=30, num_outputs=1, temperature=0)
     for seed in (1, 2):

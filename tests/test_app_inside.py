@@ -87,6 +87,21 @@ def test_temperature_0_shows_the_likeliest_token_at_probability_1(client):
     assert [bar["status"] for bar in bars] == ["kept"] + ["cut: greedy"] * (TOP_TOKENS - 1)
 
 
+def test_a_temperature_too_small_to_divide_by_shows_temperature_0(client):
+    caption, bars, _ = next_tokens(client, "ROMEO:", temperature=1e-40)
+    assert "temperature 0," in caption
+    assert [bar["drawn"] for bar in bars] == [1.0] + [0.0] * (TOP_TOKENS - 1)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["²", "①", "9" * 5000, 10**400, "99999", "-1", " 7", "7.0"],
+    ids=["superscript 2", "circled 1", "5,000 digits", "10**400", "past the vocabulary", "-1", "space 7", "7.0"],
+)
+def test_a_token_that_is_not_a_token_id_leaves_the_text_as_it_was(client, token):
+    assert client.predict("ROMEO:", token, api_name="/append_token") == "ROMEO:"
+
+
 def test_clicking_the_likeliest_token_each_time_writes_what_greedy_generation_writes(client):
     text = "ROMEO:"
     for _ in range(8):
