@@ -472,7 +472,7 @@ def next_token_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p
     if top_p < 1.0:  # nucleus: the fewest likeliest tokens whose probabilities reach top_p
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # of the likelier tokens
-        sorted_probs[mass_before >= top_p] = 0.0
+        sorted_probs[(mass_before >= top_p) & (mass_before > 0)] = 0.0  # the likeliest stays
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return probs
 
@@ -515,6 +515,7 @@ import dataclasses  # noqa: E402
 import difflib  # noqa: E402
 import errno  # noqa: E402
 import functools  # noqa: E402
+import hashlib  # noqa: E402
 import inspect  # noqa: E402
 import io  # noqa: E402
 import itertools  # noqa: E402
@@ -620,6 +621,7 @@ AT_LEAST = dict(
     weight_decay=0.0, min_lr=0.0, minutes=0.0,
     block_size=2,  # so that the 3/4 of a window that generating keeps (GPT.stream) is a token
 )  # fmt: skip
+AT_MOST = dict(num_samples=10_000)  # (the samples are made together, as one batch)
 FRACTIONS = ("dropout", "beta1", "beta2", "ema_decay")  # from 0 up to, not including, 1
 CHOICES = dict(
     tokenizer=("char", "gpt2"), gelu=("exact", "tanh"), attention=("auto", "by_hand", "sdpa"),
@@ -669,7 +671,7 @@ def parse_overrides(argv: list[str], settings: type = Settings) -> dict:
             overrides[name] = kind(value)
         except ValueError:
             what = {"int": "a whole number", "float": "a number"}[kind.__name__]
-            fail(f"--{name} takes {what}, not {value!r}")
+            fail(f"--{name} takes {what}, not {shorter(repr(value))}")
     return overrides
 
 
@@ -681,7 +683,13 @@ def check_at_least(settings: object, minimum: dict) -> None:
 
 
 def check_settings(hp: Settings) -> None:
-    """Values no run can use, refused before anything is read or written."""
+    """Values no run can use, and files it cannot read or write, refused before either is done."""
+    check_values(hp)
+    check_files(hp)
+
+
+def check_values(hp: Settings) -> None:
+    """Values no run can use, whether typed or saved in a file."""
     check_at_least(hp, AT_LEAST)
     check_numbers(hp)
     for name, value in dataclasses.asdict(hp).items():
@@ -707,7 +715,6 @@ def check_settings(hp: Settings) -> None:
          f"torch 2.9 or later, not {torch.__version__}: pip install -U torch, or use adamw"),
     ]  # fmt: skip
     fail_on_first(rules)
-    check_files(hp)
 
 
 def fail_on_first(rules: list[tuple[object, str]]) -> None:
@@ -723,10 +730,25 @@ def check_numbers(settings: object) -> None:
     for name, value in dataclasses.asdict(settings).items():
         if isinstance(value, float) and not math.isfinite(value):
             fail(f"--{name} must be a finite number, not {value}")
+        if isinstance(value, float) and abs(value) > LARGEST_FLOAT:
+            fail(f"--{name} must be at most {LARGEST_FLOAT:.2g} (the largest float32), not {value}")
+        most = AT_MOST.get(name, LARGEST_COUNT)
+        if type(value) is int and name != "seed" and abs(value) > most:
+            shown = f"{value:,}" if abs(value) < 10**18 else "a number of over 18 digits"
+            fail(f"--{name} must be at most {most:,}, not {shown}")
     if not 0 <= settings.seed < 2**63 - 1:  # (evaluation seeds its own generator with seed + 1)
         fail(f"--seed must be from 0 to 2**63 - 2, not {settings.seed}")
     if not settings.learning_rate > 0:
         fail(f"--learning_rate must be above 0, not {settings.learning_rate}")
+
+
+LARGEST_FLOAT = float(torch.finfo(torch.float32).max)  # the numbers are used in float32
+LARGEST_COUNT = 2**31 - 1  # sizes, steps and counts: past it, the arithmetic overflows
+
+
+def shorter(value: str) -> str:
+    """A value as typed, cut to a readable length (a number may have thousands of digits)."""
+    return value if len(value) <= 24 else f"{value[:12]}... ({len(value):,} characters)"
 
 
 def divisors(n: int) -> list[int]:
@@ -747,6 +769,9 @@ def check_files(hp: Settings) -> None:
              "not a folder or a device")  # fmt: skip
     if hp.export_hf and os.path.exists(hp.export_hf) and not os.path.isdir(hp.export_hf):
         fail(f"--export_hf={hp.export_hf} is a file; name a folder to write the model into")
+    if hp.export_hf and (others := not_an_export(hp.export_hf)):
+        fail(f"--export_hf={hp.export_hf} holds files an export does not write ({others}): name "
+             "a new or empty folder, or one an earlier --export_hf wrote")  # fmt: skip
     if hp.sample or hp.export_hf:
         return
     if not os.access(folder, os.W_OK):
@@ -785,8 +810,10 @@ def read_settings(argv: list[str]) -> tuple[Settings, object]:
     if overrides.get("resume") and "minutes" in overrides:
         fail("--minutes fits a new run; a resumed run keeps its steps: drop --minutes")
     if overrides.get("resume"):
-        state = load_resume_state(Settings(**settings).model_file)
-        settings = resumed_settings(state["hyperparameters"], overrides)
+        model_file = Settings(**settings).model_file
+        state = load_resume_state(model_file)
+        saved = saved_settings(state["hyperparameters"], resume_path(model_file))
+        settings = resumed_settings(saved, overrides)
     hp = Settings(**{**settings, "device": device})
     world_size = dist.get_world_size() if dist.is_initialized() else 1
     if hp.minutes and not (state or hp.sample or hp.export_hf):
@@ -846,6 +873,20 @@ def budget_settings(hp: Settings, overrides: dict, world_size: int) -> Settings:
     return dataclasses.replace(hp, **unset, **dict.fromkeys(FITTED, UNFITTED))
 
 
+def saved_settings(saved: dict, path: str) -> dict:
+    """The settings a file holds, read and checked as the command line's are (a damaged or
+    hand-made file is refused in one line, as a mistyped flag is); those it lacks keep their
+    defaults, and the model's file is where it was found (see resumed_settings)."""
+    known = {f.name for f in dataclasses.fields(Settings)} - {"model_file"}
+    as_typed = [f"--{k}={v}" for k, v in saved.items() if k in known and v != ""]
+    try:
+        settings = Settings(**parse_overrides(as_typed))
+        check_values(settings)
+    except UserError as e:
+        fail(f"the settings saved in {path!r} cannot work ({e}): train anew, or use another file")
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k in known}
+
+
 def refuse_another_shape(saved: dict, overrides: dict, doing: str, advice: str) -> None:
     """A trained model's shape is fixed: a flag asking for another would be ignored, or break it."""
     for name in MODEL_SHAPE:
@@ -866,9 +907,8 @@ def resumed_settings(saved: dict, overrides: dict) -> dict:
             f"with {trained_with}; drop the flag, or start a new run without --resume"
         )
     # the files are where the state was found, not where the run was started (a copied folder
-    # resumes into the copy, never into the original)
-    known = {f.name for f in dataclasses.fields(Settings)} - {"model_file"}
-    return {**{k: v for k, v in saved.items() if k in known}, **overrides}
+    # resumes into the copy, never into the original): saved_settings leaves model_file out
+    return {**saved, **overrides}
 
 
 # -----------------------------------------------------------------------------
@@ -1024,11 +1064,11 @@ def keep_freed_memory() -> None:
         pass
 
 
-def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, int]:
+def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, int, int]:
     """Bytes one process needs to train: (weights, gradients, the optimizer's moments and the
-    average; what the forward pass keeps for the backward one). It counts only what training
-    adds, so it stays below the peaks measured (docs/speed.md#memory): it refuses only what
-    cannot fit."""
+    average; what the forward pass keeps for the backward one; a step's micro-batches, all made
+    before it begins). It counts only what training adds, so it stays below the peaks measured
+    (docs/speed.md#memory): it refuses only what cannot fit."""
     C, L, T, B = hp.n_embd, hp.n_layer, hp.block_size, hp.batch_size
     params = (vocab_size + T) * C + L * (12 * C * C + 13 * C) + 2 * C
     state = params * 4 * (5 if hp.ema_decay else 4)  # AdamW keeps two moments per weight
@@ -1039,7 +1079,11 @@ def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, i
     if hw.attention == "by_hand":  # the (T, T) attention weights of every head
         kept += B * hp.n_head * T * T * L * (size + 0.5)
     kept += 3 * min(B * T, 2**24 // vocab_size if vocab_size > 4096 else B * T) * vocab_size * 4
-    return state, int(kept)
+    batches = hp.grad_accum_steps * (16 * B * T + 3 * TENSOR_BYTES)  # x, y and the starts
+    return state, int(kept), batches
+
+
+TENSOR_BYTES = 500  # what a small tensor costs beyond its numbers (its object and allocation)
 
 
 def free_memory(device: str) -> int | None:
@@ -1096,16 +1140,19 @@ def windows_available_memory() -> int | None:
 def check_memory(hp: Settings, vocab_size: int, hw: Hardware) -> str:
     """Refuse settings that cannot fit in memory before allocating anything; else describe the
     need, for the model line."""
-    state, kept = training_memory(hp, vocab_size, hw)
+    state, kept, batches = training_memory(hp, vocab_size, hw)
     processes = hw.world_size if hw.device_type == "cpu" else 1  # torchrun on CPU: one machine
-    need, free = (state + kept) * processes, free_memory(hw.device)
+    need, free = (state + kept + batches) * processes, free_memory(hw.device)
     free_word = "in all" if sys.platform == "darwin" and hw.device_type == "cpu" else "free"
     if free is not None and need > free:
-        knobs = "--batch_size or --block_size" if kept > state else "--n_layer or --n_embd"
+        parts = {"--n_layer or --n_embd": state, "--batch_size or --block_size": kept,
+                 "--grad_accum_steps": batches}  # fmt: skip
+        made = (f", {hp.grad_accum_steps:,} micro-batches made at once {batches / 1e9:.2g} GB"
+                if batches > min(state, kept) else "")  # fmt: skip
         fail(f"training needs about {need / 1e9:.3g} GB (the model's state {state / 1e9:.2g} GB, "
              f"the activations of {hp.batch_size} x {hp.block_size} tokens "
-             f"{kept / 1e9:.2g} GB) but {hw.device_type} has {free / 1e9:.3g} GB {free_word}: "
-             f"lower {knobs}")  # fmt: skip
+             f"{kept / 1e9:.2g} GB{made}) but {hw.device_type} has {free / 1e9:.3g} GB "
+             f"{free_word}: lower {max(parts, key=parts.get)}")  # fmt: skip
     return f"training needs about {need / 1e9:.2g} GB" + (
         f" of the {free / 1e9:.3g} GB {free_word}" if free else ""
     )
@@ -1148,6 +1195,11 @@ def setup_distributed(device: str) -> str:
     (errors still reach stderr from every process). Without torchrun: one ordinary process."""
     if "RANK" not in os.environ:
         return device
+    for name in TORCHRUN_SETS:  # a shell that set some of them by hand
+        if not (value := os.environ.get(name, "")).isdecimal() or not value.isascii():
+            fail(f"{name} is {'set to ' + repr(value) if name in os.environ else 'not set'}, but "
+                 "torchrun sets RANK, LOCAL_RANK and WORLD_SIZE to whole numbers: start gpt.py "
+                 "with torchrun, or unset RANK to run one process")  # fmt: skip
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if device == "mps":
         fail("torchrun cannot connect processes on Apple GPUs (mps): add --device=cpu, "
@@ -1167,6 +1219,9 @@ def setup_distributed(device: str) -> str:
     if rank != 0:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # one process speaks for all
     return device
+
+
+TORCHRUN_SETS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def sync_gradients(model: nn.Module, now: bool) -> contextlib.AbstractContextManager:
@@ -1402,6 +1457,45 @@ def left_behind(path: str, pid: int) -> bool:
     return False
 
 
+RUN_LOCK = ".gpt.lock"  # in a training run's folder, held while it runs (see claim_folder)
+HELD_LOCKS = []  # the open lock files: a lock lasts as long as its file is open
+
+
+def claim_folder(model_file: str) -> None:
+    """One training run at a time in a folder: two would replace each other's files and each
+    other's *.prev copies, and lose the earlier run. The lock is the operating system's, on an
+    open file, so it ends with the process however it ends: a killed run leaves none behind."""
+    folder = os.path.dirname(model_file) or "."
+    path = os.path.join(folder, RUN_LOCK)
+    try:
+        handle = open(path, "a+")  # created if needed, never emptied by opening
+    except OSError as e:
+        fail(f"cannot write {path!r} ({e.strerror}): pick a folder you can write to")
+    try:
+        handle.seek(0)
+        if WINDOWS:  # (msvcrt and fcntl each exist only on their own system)
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        with contextlib.suppress(OSError):  # (Windows does not let a locked byte be read)
+            holder = handle.read().strip()
+        who = f" (process {holder})" if holder.isdecimal() else ""
+        fail(
+            f"another gpt.py run{who} is training in {os.path.abspath(folder)!r}: wait for it "
+            "to end, or train in another folder (a run writes its model, log and plot there)"
+        )
+    handle.truncate(0)
+    handle.write(str(os.getpid()))  # to name the run that holds it
+    handle.flush()
+    HELD_LOCKS.append(handle)
+
+
 def run_files(model_file: str) -> list[str]:
     """The files of the run whose best model is model_file."""
     return [model_file, resume_path(model_file), log_path(model_file), plot_path(model_file)]
@@ -1499,6 +1593,8 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
 def load_checkpoint(path: str, device: str) -> dict:
     if not os.path.exists(path):
         fail(f"no checkpoint at {path!r}: train one first with `python gpt.py`")
+    if not os.path.isfile(path):  # a folder, or a pipe that would never end
+        fail(f"{path!r} is not a file: name a checkpoint that gpt.py saved")
     damaged = (f"{path!r} is damaged or not a PyTorch checkpoint (a crash mid-copy?): train again "
                "or use another")  # fmt: skip
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
@@ -1530,7 +1626,32 @@ def load_checkpoint(path: str, device: str) -> dict:
         tokenizer.get("chars", ""), str
     ):
         fail(f"{path!r} is damaged: its tokenizer is {tokenizer!r}; train again or use another")
+    check_saved_model(checkpoint, path)
     return checkpoint
+
+
+def check_saved_model(checkpoint: dict, path: str) -> None:
+    """The model a checkpoint describes: a shape the command line would accept, a vocabulary its
+    tokenizer fills exactly, and weights that are all numbers."""
+    config, tokenizer = checkpoint["config"], checkpoint["tokenizer"]
+    shape = {k: v for k, v in config.items() if k in MODEL_SHAPE or k == "dropout"}
+    saved_settings({**shape, "tokenizer": tokenizer["kind"]}, path)
+    chars = tokenizer.get("chars", "")
+    tokens = len(set(chars)) if tokenizer["kind"] == "char" else GPT2_VOCABULARY
+    vocabulary = config.get("vocab_size")
+    fits = vocabulary == tokens == len(chars) or (
+        tokenizer["kind"] == "gpt2" and type(vocabulary) is int and vocabulary >= tokens
+    )
+    if not fits:
+        fail(f"{path!r} is damaged: its model reads {vocabulary} tokens but its "
+             f"{tokenizer['kind']} tokenizer has {tokens}; train again or use another")  # fmt: skip
+    for name, weights in checkpoint["model"].items():
+        if isinstance(weights, torch.Tensor) and not weights.isfinite().all():
+            fail(f"{path!r} holds weights that are not numbers (NaN or infinity, in {name}): the "
+                 "run that saved them went wrong; train again or use another")  # fmt: skip
+
+
+GPT2_VOCABULARY = 50257  # tokens in GPT-2's tokenizer; a model may read more (rounded up)
 
 
 def load_resume_state(model_file: str) -> dict:
@@ -1611,6 +1732,8 @@ class Run:
         self.interrupted = self.writing = False  # (writing: see on_ctrl_c)
         self.progress = None  # the progress bar, once training begins
         self.kept_earlier = self.state is not None  # a new run keeps the earlier run's files
+        if hw.master:
+            claim_folder(hp.model_file)
         if not self.state:  # say so first, and refuse before anything is loaded
             protect_unfinished_runs(hp)
             if hw.master:
@@ -2097,11 +2220,22 @@ def kept_log_rows(model_file: str, state: dict | None) -> list[dict]:
     path = log_path(model_file)
     if not state or not os.path.exists(path):
         return []
+    kept = []
     try:
+        if not os.path.isfile(path):  # (a pipe would never end)
+            raise IsADirectoryError(errno.EISDIR, "not a file")
         with open(path, newline="") as f:
-            return [row for row in csv.DictReader(f) if int(row["step"]) < state["step"]]
-    except (OSError, KeyError, TypeError, ValueError, csv.Error):
+            for row in (rows := csv.DictReader(f)):
+                if int(row["step"]) < state["step"]:
+                    kept.append(row)
+                    for column in LOG_COLUMNS:
+                        float(row[column])  # raises unless every column holds a number
+    except (KeyError, TypeError, ValueError):
+        fail(f"the log {path!r} is damaged at line {rows.line_num}: mend or delete that line and "
+             "resume again (the model and the resume state are untouched)")  # fmt: skip
+    except (OSError, csv.Error):
         fail(f"cannot read the log {path!r} to go on with it: move it away and resume again")
+    return kept
 
 
 def csv_text(rows: list[dict], header: bool = False) -> str:
@@ -2265,23 +2399,46 @@ def load_tokens(path: str, kind: str) -> tuple[np.ndarray, Tokenizer]:
     make_tokenizer(kind)  # an unknown kind fails here, before any work
     with open_text(path) as f:
         stat = os.fstat(f.fileno())
+        text_id = {
+            "text_bytes": stat.st_size,
+            "text_mtime_ns": stat.st_mtime_ns,
+            "text_sample": sample_digest(f, stat.st_size),  # a text swapped for one as long
+            "line_breaks": "\\n",
+        }  # read as read_pieces does: a cache made otherwise is redone
     cache = f"{path}.{kind}.tokens"
-    text_id = {
-        "text_bytes": stat.st_size,
-        "text_mtime_ns": stat.st_mtime_ns,
-        "line_breaks": "\\n",
-    }  # read as read_pieces does: a cache made otherwise is redone
     try:
+        if not os.path.isfile(cache + ".json"):  # (a pipe would never end)
+            raise FileNotFoundError
         with open(cache + ".json") as f:
             info = json.load(f)
-        same_text = {key: info[key] for key in text_id} == text_id
-        fresh = same_text and os.path.getsize(cache) == 2 * info["tokens"]
-    except (OSError, ValueError, KeyError):  # no cache yet, or a damaged one
+        fresh = (
+            info["check"] == digest_of(info)  # the description is as it was written
+            and {key: info[key] for key in text_id} == text_id
+            and os.path.getsize(cache) == 2 * info["tokens"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):  # no cache yet, or a damaged one
         fresh = False
     if not fresh:
         info = write_token_cache(path, kind, cache, text_id)
     tokenizer = make_tokenizer(kind, chars=info.get("chars", ""))
     return np.memmap(cache, dtype=np.uint16, mode="r"), tokenizer
+
+
+def sample_digest(file: BinaryIO, size: int, pieces: int = 16) -> str:
+    """A digest of 16 pieces of a file, spread over it: cheap at any size, and a text replaced by
+    another of the same size and time (a copy, an archive) gives another."""
+    digest = hashlib.sha256()
+    for i in range(pieces):
+        file.seek(size * i // pieces)
+        digest.update(file.read(4096))
+    return digest.hexdigest()[:16]
+
+
+def digest_of(info: dict) -> str:
+    """What a token cache's description vouches for itself with: any change to it, by hand or by
+    a damaged disk, makes the cache be made again (it is only a cache)."""
+    text = json.dumps({k: v for k, v in info.items() if k != "check"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
@@ -2303,6 +2460,7 @@ def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
                 f.write(np.array(ids, dtype=np.uint16).tobytes())
                 n_tokens += len(ids)
     info = {**text_id, "tokens": n_tokens, **tokenizer_info(tokenizer)}
+    info["check"] = digest_of(info)
     with replacing(cache + ".json", advice) as f:
         f.write(json.dumps(info).encode())
     return info
@@ -2503,15 +2661,48 @@ def export_hf(checkpoint: dict, directory: str) -> None:
     if set(missing) - {"lm_head.weight"} or unexpected:  # transformers ties lm_head itself
         names = ", ".join([*missing, *unexpected][:3])
         fail(f"cannot export: weights that do not map onto GPT-2 ({names})")
-    try:
-        hf.save_pretrained(directory)
-    except OSError as e:
-        fail(f"cannot write {directory!r} ({e.strerror}): pick another --export_hf folder")
+    hf.config.exported_by = EXPORTED_BY  # so that a later export knows the folder as its own
+    write_folder(directory, hf.save_pretrained)
     print(f"exported to {directory}: load it with "
           f"transformers.GPT2LMHeadModel.from_pretrained({directory!r})")  # fmt: skip
     if checkpoint["tokenizer"]["kind"] == "char":
         print("(a character-level model: token i is the i-th character of the checkpoint's "
               "vocabulary, not a GPT-2 token)")  # fmt: skip
+
+
+EXPORTED_BY = "gpt.py --export_hf"  # in config.json, beside transformers' own fields
+EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors"}
+
+
+def not_an_export(directory: str) -> str:
+    """The files in directory that an export would not replace, named; '' where there are none
+    (no folder, an empty one, or an earlier export: its config.json says it is one)."""
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    try:
+        with open(os.path.join(directory, "config.json")) as f:
+            ours = json.load(f).get("exported_by") == EXPORTED_BY
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    others = [name for name in names if not (ours and name in EXPORT_FILES)]
+    return ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+
+
+def write_folder(directory: str, save: Callable[[str], None]) -> None:
+    """save(folder) into a new folder beside directory, whose files then replace directory's:
+    a save that fails (a full disk) leaves no half-written folder and the earlier one whole."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(directory)}.{TEMP_MARK}")
+    try:
+        save(staging)
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(staging):
+            replace(os.path.join(staging, name), os.path.join(directory, name))
+    except Exception as e:  # transformers and safetensors raise their own kinds
+        reason = getattr(e, "strerror", None) or str(e).split("\n")[0][:80]
+        fail(f"cannot write {directory!r} ({reason}): free some space, or pick another "
+             "--export_hf folder")  # fmt: skip
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -----------------------------------------------------------------------------

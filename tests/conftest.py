@@ -190,7 +190,13 @@ QUICK = [*TINY, "--max_iters=20", "--eval_interval=10", "--max_new_tokens=1"]
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()}
+    """Every file in folder, by name, but for the lock a training run holds there (it names the process that last
+    held it)."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.is_symlink() and p.name != ".gpt.lock"
+    }
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -14,7 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, copy_of, ctrl_c, patience, run_script, start_gpt, train_log, write_shakespeare
+from conftest import (
+    REPO,
+    TINY,
+    copy_of,
+    ctrl_c,
+    patience,
+    run_script,
+    snapshot,
+    start_gpt,
+    train_log,
+    write_shakespeare,
+)
 from gpt import GPT, GPTConfig, load_checkpoint, resume_command
 
 
@@ -150,10 +161,6 @@ def test_damaged_or_foreign_checkpoint_gets_one_line(trained_folder, content, me
     assert "Traceback" not in result.stderr
 
 
-def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
 @pytest.mark.parametrize(
     "setup, args, message",
     [
@@ -204,7 +211,14 @@ def snapshot(folder: Path) -> dict:
         ("opening.txt", ["--prompt=KING", "--prompt_file=opening.txt"], "--prompt and --prompt_file both give"),
         (None, ["--sample", "--resume"], "--sample and --resume do different things: run them one at a time"),
         (None, ["--prompt", "ROMEO:"], "'ROMEO:' is not a setting: write settings as --name=value"),
-        (None, ["--sample", "--num_samples=1000000000000"], "out of memory: use a smaller --batch_size"),
+        # numbers past what the arithmetic holds: refused before any of it (they were tracebacks)
+        (None, ["--sample", "--num_samples=1000000000000"], "--num_samples must be at most 10,000, not 1,000,"),
+        (None, [f"--n_layer=1{'0' * 400}"], "--n_layer must be at most 2,147,483,647, not a number of over 18"),
+        (None, [f"--max_iters=1{'0' * 400}"], "--max_iters must be at most 2,147,483,647"),
+        (None, ["--minutes=1e307"], "--minutes must be at most 3.4e+38 (the largest float32), not 1e+307"),
+        (None, [f"--batch_size={'9' * 5000}"], "--batch_size takes a whole number, not '99999999999... (5,002"),
+        (None, ["--grad_accum_steps=100000000"], "100,000,000 micro-batches made at once"),  # they filled memory
+        ("config.json", ["--export_hf=."], "--export_hf=. holds files an export does not write (config.json, "),
     ],
 )
 def test_bad_input_says_what_to_do_and_overwrites_nothing(trained_folder, setup, args, message):

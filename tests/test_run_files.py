@@ -2,6 +2,7 @@
 saves, the earlier log kept, and every failure one line. Each test runs gpt.py as a user does."""
 
 import csv
+import json
 import os
 import re
 import signal
@@ -175,7 +176,7 @@ def test_a_temperature_too_small_to_divide_by_is_refused_and_a_tiny_top_p_sample
     assert "--temperature must be 0" in one_line_error(
         run_script("gpt.py", ["--sample", "--temperature=1e-40"], trained)
     )
-    result = run_script("gpt.py", ["--sample", "--top_p=1e-30", "--max_new_tokens=20"], trained)
+    result = run_script("gpt.py", ["--sample", "--top_p=1e-300", "--max_new_tokens=20"], trained)
     assert result.returncode == 0, result.stderr  # only the likeliest token is left: greedy
 
 
@@ -185,6 +186,8 @@ def test_a_temperature_too_small_to_divide_by_is_refused_and_a_tiny_top_p_sample
         (["--learning_rate=-1"], "--learning_rate must be above 0, not -1.0"),
         (["--learning_rate=nan"], "--learning_rate must be a finite number, not nan"),
         (["--seed=18446744073709551615"], "--seed must be from 0 to 2**63 - 2"),
+        (["--learning_rate=1e308"], "--learning_rate must be at most 3.4e+38 (the largest float32)"),
+        ([f"--batch_size=1{'0' * 400}"], "--batch_size must be at most 2,147,483,647"),
     ],
 )
 def test_bigram_refuses_what_gpt_py_refuses_in_one_line(shakespeare, args, message):
@@ -271,3 +274,119 @@ def test_keeping_the_earlier_run_is_all_or_nothing(trained, planted):
     error = one_line_error(run_script("gpt.py", [*QUICK, "--seed=3"], trained))
     assert snapshot(trained) == before  # the kept run, the run before it and no temporary file left
     assert "cannot keep the earlier run's" in error and "nothing was changed" in error
+
+
+def test_a_second_run_in_a_folder_where_one_is_training_is_refused_and_a_killed_run_leaves_no_lock(trained):
+    # two runs in one folder would each keep the other's files as the earlier run's, and lose the real earlier run
+    earlier = snapshot(trained)
+    first = start_gpt([*TINY, "--max_iters=100000", "--eval_interval=10"], trained)
+    for line in first.stdout:
+        if line.startswith("step 10:"):
+            break
+    try:
+        error = one_line_error(run_script("gpt.py", QUICK, trained))
+        assert f"another gpt.py run (process {first.pid}) is training in" in error
+        assert (trained / "trained_model.prev.pth").read_bytes() == earlier["trained_model.pth"]
+    finally:
+        first.kill()  # as a crash would: the lock goes with the process
+        first.communicate()
+    assert run_script("gpt.py", QUICK, trained).returncode == 0
+
+
+def set_in(part: str, name: str, value: object):
+    return lambda checkpoint: checkpoint[part].update({name: value})
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("trained_model.pth", set_in("config", "n_head", 0), "--n_head must be at least 1, not 0"),
+        ("trained_model.pth", set_in("config", "n_head", 5), "n_embd (32) must be divisible by n_head (5)"),
+        ("trained_model.pth", set_in("config", "dropout", 2.0), "--dropout must be from 0 up to"),
+        ("trained_model.pth", set_in("config", "block_size", 1), "--block_size must be at least 2, not 1"),
+        ("trained_model.pth", set_in("tokenizer", "chars", "abc"), "reads 62 tokens but its char tokenizer has 3"),
+        ("trained_model.pth", set_in("tokenizer", "chars", ""), "reads 62 tokens but its char tokenizer has 0"),
+        ("trained_model.pth", lambda c: c.update(tokenizer={"kind": "gpt2"}), "its gpt2 tokenizer has 50257"),
+        ("trained_model.pth", set_in("model", "wte.weight", torch.full((62, 32), float("nan"))), "NaN or infinity"),
+        ("trained_model.resume.pth", set_in("hyperparameters", "n_layer", 2.0), "--n_layer takes a whole number"),
+        ("trained_model.resume.pth", set_in("hyperparameters", "max_iters", None), "not 'None'"),
+        ("trained_model.resume.pth", set_in("hyperparameters", "learning_rate", "fast"), "--learning_rate takes a"),
+        ("trained_model.resume.pth", set_in("hyperparameters", "beta2", 2.0), "--beta2 must be from 0 up to"),
+    ],
+)
+def test_a_checkpoint_whose_settings_cannot_work_gets_one_line_as_the_command_line_would(
+    trained, name, change, message
+):
+    damage(trained / name, change)
+    before = snapshot(trained)
+    mode = "--resume" if "resume" in name else "--sample"
+    error = one_line_error(run_script("gpt.py", [mode, "--max_iters=30"], trained))
+    assert f"'{name}'" in error and message in error
+    assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize("row", ["abc,def", "10", "10,2560,1.2,0.5,,2.1,0.001"])
+def test_a_damaged_log_row_is_named_when_resuming_and_the_run_touches_nothing(trained, row):
+    lines = (trained / "train_log.csv").read_text().splitlines()
+    lines[2] = row  # line 3: the evaluation at step 10
+    (trained / "train_log.csv").write_text("\n".join(lines) + "\n")
+    before = snapshot(trained)
+    error = one_line_error(run_script("gpt.py", ["--resume", "--max_iters=30"], trained))
+    assert "the log 'train_log.csv' is damaged at line 3" in error
+    assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize("planted", ["trained_model.resume.pth", "train_log.csv"])
+def test_a_pipe_where_a_resumed_run_reads_is_refused_instead_of_waiting_forever(trained, planted):
+    (trained / planted).unlink()
+    os.mkfifo(trained / planted)
+    error = one_line_error(run_script("gpt.py", ["--resume", "--max_iters=30"], trained, timeout=60))
+    assert f"'{planted}'" in error
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["[]", "null", '{"chars": 5}', "edited", "pipe"],  # edited: a character fewer than the tokens use
+)
+def test_a_damaged_token_cache_is_made_again(trained, description):
+    path = trained / "input.txt.char.tokens.json"
+    if description == "edited":
+        info = json.loads(path.read_text())
+        path.write_text(json.dumps({**info, "chars": info["chars"][:-1]}))
+    elif description == "pipe":
+        path.unlink()
+        os.mkfifo(path)
+    else:
+        path.write_text(description)
+    for script, args in (("gpt.py", QUICK), ("bigram.py", ["--max_iters=10"])):
+        result = run_script(script, args, trained, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "tokenizing input.txt once" in result.stdout or script == "bigram.py"
+        assert json.loads(path.read_text())["chars"] == "".join(sorted(set((trained / "input.txt").read_text())))
+
+
+def test_a_text_replaced_by_another_of_the_same_size_and_time_is_tokenized_again(shakespeare):
+    text = shakespeare / "input.txt"
+    assert run_script("gpt.py", QUICK, shakespeare).returncode == 0
+    when = text.stat().st_mtime_ns
+    text.write_text(text.read_text().upper())  # the same size: ASCII letters keep their length
+    os.utime(text, ns=(when, when))
+    result = run_script("gpt.py", QUICK, shakespeare)
+    assert result.returncode == 0, result.stderr
+    assert "tokenizing input.txt once" in result.stdout
+    assert not any(c.islower() for c in json.loads((shakespeare / "input.txt.char.tokens.json").read_text())["chars"])
+
+
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"RANK": "0"}, "LOCAL_RANK is not set, but torchrun sets RANK, LOCAL_RANK and WORLD_SIZE"),
+        ({"RANK": "abc", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}, "RANK is set to 'abc'"),
+    ],
+)
+def test_a_torchrun_environment_set_in_part_gets_one_line_naming_the_variable(shakespeare, environment, message):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "gpt.py"), *on_the_cpu(QUICK)], cwd=shakespeare, capture_output=True, text=True,
+        env={**os.environ, **environment}, timeout=patience(60),
+    )  # fmt: skip
+    assert message in one_line_error(result)
