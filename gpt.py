@@ -506,7 +506,14 @@ def main(argv: list[str]) -> None:
 # What makes Part 1 a tool that is fast everywhere and never loses work. Each section stands alone,
 # headed by what it is for; Part 1 calls into them by name.
 
-import atexit  # noqa: E402 (the workshop's imports are kept out of the tutorial's way)
+import signal  # noqa: E402 (the workshop's imports are kept out of the tutorial's way)
+import sys  # noqa: E402
+
+CTRL_C = signal.getsignal(signal.SIGINT)  # (ignored, in a job a script started in the background)
+if CTRL_C is signal.default_int_handler:  # Ctrl-C while the rest loads: quiet too
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
+import atexit  # noqa: E402
 import codecs  # noqa: E402
 import contextlib  # noqa: E402
 import csv  # noqa: E402
@@ -525,11 +532,9 @@ import pickle  # noqa: E402
 import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.parse  # noqa: E402
@@ -2393,7 +2398,7 @@ def load_tokens(path: str, kind: str) -> tuple[np.ndarray, Tokenizer]:
     """Every token of the text, as an array of uint16 mapped from a file beside it.
 
     The text is tokenized once: input.txt's tokens go to input.txt.char.tokens (or .gpt2.tokens),
-    reused for as long as the text keeps its size and modification time. The array is
+    reused for as long as the text keeps its size, time and sampled content. The array is
     memory-mapped: the system reads only the pages the batches touch.
     """
     make_tokenizer(kind)  # an unknown kind fails here, before any work
@@ -2677,7 +2682,8 @@ EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors"}
 def not_an_export(directory: str) -> str:
     """The files in directory that an export would not replace, named; '' where there are none
     (no folder, an empty one, or an earlier export: its config.json says it is one)."""
-    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    names.sort(key=lambda name: (name.startswith("."), name))  # hidden files named last
     try:
         with open(os.path.join(directory, "config.json")) as f:
             ours = json.load(f).get("exported_by") == EXPORTED_BY
@@ -2931,6 +2937,7 @@ OUT_OF_MEMORY_WORDS = ("can't allocate memory", "not enough memory", "out of mem
 OUT_OF_MEMORY = ("error: out of memory: use a smaller --batch_size, --block_size or model "
                  "(or fewer --num_samples)")  # fmt: skip
 
+signal.signal(signal.SIGINT, CTRL_C)  # loaded: Ctrl-C is a KeyboardInterrupt again
 
 if __name__ == "__main__":
     run_command_line(main)

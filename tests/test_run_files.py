@@ -21,6 +21,7 @@ from conftest import (
     ctrl_c,
     on_the_cpu,
     one_line_error,
+    patched_gpt,
     patience,
     run_script,
     snapshot,
@@ -201,6 +202,26 @@ def test_ctrl_c_while_the_libraries_load_stops_quietly(shakespeare):
     out, err = process.communicate(timeout=patience(60))
     assert out == ""  # it had not got as far as its first line
     assert process.returncode == 130 and "Traceback" not in err, err
+
+
+# Ctrl-C in the instant after torch has loaded, as the rest of gpt.py loads: at gpt.py's own import of tqdm
+CTRL_C_AS_TQDM_LOADS = """
+import builtins, os, signal
+load = builtins.__import__
+def ctrl_c_at_tqdm(name, globals=None, *args, **options):
+    if name == "tqdm" and (globals or {}).get("__file__", "").endswith("gpt.py"):
+        os.kill(os.getpid(), signal.SIGINT)
+    return load(name, globals, *args, **options)
+builtins.__import__ = ctrl_c_at_tqdm
+"""
+
+
+def test_ctrl_c_after_the_libraries_load_but_before_the_run_starts_stops_quietly(shakespeare):
+    (shakespeare / "launch.py").write_text(patched_gpt(CTRL_C_AS_TQDM_LOADS))
+    result = subprocess.run([sys.executable, "launch.py", *QUICK], cwd=shakespeare, capture_output=True, text=True,
+                            timeout=patience(60))  # fmt: skip
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
 
 
 def test_resuming_a_finished_run_says_so_and_touches_nothing(trained):
