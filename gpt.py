@@ -489,8 +489,7 @@ def main(argv: list[str]) -> None:
     if hp.sample or hp.export_hf:  # no training: sample or export a saved model
         return use_saved_model(hp, hw, start)
     run = Run(hp, hw, start)  # the run's files: log, best model, --resume's state (Part 2)
-    tokens, tokenizer = run.load_tokens()  # tokenizer.encode(text), cached in a file beside it
-    train_data, val_data = split_tokens(tokens)
+    data, tokenizer = run.load_tokens()  # encoded, cached beside the text, split by split_tokens
     torch.manual_seed(hp.seed)  # the initial weights and the dropout masks
     config = GPTConfig(
         vocab_size=tokenizer.vocab_size, block_size=hp.block_size, n_layer=hp.n_layer,
@@ -498,7 +497,7 @@ def main(argv: list[str]) -> None:
         attention=hw.attention,
     )  # fmt: skip
     model = (run.pretrained or GPT(config)).to(hw.device)  # GPT-2 brings its own config
-    model = train(model, {"train": train_data, "val": val_data}, tokenizer, hp, hw, run)
+    model = train(model, data, tokenizer, hp, hw, run)
     print_samples(model, tokenizer, hp, hw)
 
 
@@ -1083,7 +1082,8 @@ def training_memory(hp: Settings, vocab_size: int, hw: Hardware) -> tuple[int, i
     kept = B * T * L * C * (16 * size + 16)  # each block's inputs, q, k, v, MLP, in two dtypes
     if hw.attention == "by_hand":  # the (T, T) attention weights of every head
         kept += B * hp.n_head * T * T * L * (size + 0.5)
-    kept += 3 * min(B * T, 2**24 // vocab_size if vocab_size > 4096 else B * T) * vocab_size * 4
+    chunk = CHUNK_LOGITS // vocab_size if vocab_size > CHUNKED_ABOVE else B * T  # (ChunkedLoss)
+    kept += 3 * min(B * T, chunk) * vocab_size * 4
     batches = hp.grad_accum_steps * (16 * B * T + 3 * TENSOR_BYTES)  # x, y and the starts
     return state, int(kept), batches
 
@@ -1657,6 +1657,7 @@ def check_saved_model(checkpoint: dict, path: str) -> None:
 
 
 GPT2_VOCABULARY = 50257  # tokens in GPT-2's tokenizer; a model may read more (rounded up)
+GPT2_END = 50256  # <|endoftext|>, its last token: between documents
 
 
 def load_resume_state(model_file: str) -> dict:
@@ -1744,9 +1745,10 @@ class Run:
             if hw.master:
                 describe_earlier_model(hp.model_file)
 
-    def load_tokens(self) -> tuple[np.ndarray, Tokenizer]:
-        """The text's tokens and the tokenizer that reads them; a resumed run keeps its
-        vocabulary (characters the text lost since are fine; new ones are refused)."""
+    def load_tokens(self) -> tuple[dict, Tokenizer]:
+        """The text's tokens, split by split_tokens into {'train': ..., 'val': ...}, and the
+        tokenizer that reads them; a resumed run keeps its vocabulary (characters the text lost
+        since are fine; new ones are refused)."""
         hp = self.hp
         kind = self.state["tokenizer"]["kind"] if self.state else hp.tokenizer
         tokens, tokenizer = load_tokens(hp.input_file, kind)
@@ -1763,7 +1765,7 @@ class Run:
               f"{len(val_data):,}")  # fmt: skip
         self.tokenizer, self.n_train = tokenizer, len(train_data)
         self.memory = check_memory(hp, tokenizer.vocab_size, self.hw)  # before allocating
-        return tokens, tokenizer
+        return {"train": train_data, "val": val_data}, tokenizer
 
     def start(self, model: GPT, averaged: GPT, optimizer: torch.optim.Optimizer,
               scaler: torch.amp.GradScaler) -> BatchSampler:  # fmt: skip
@@ -2477,7 +2479,11 @@ def write_token_cache(path: str, kind: str, cache: str, text_id: dict) -> dict:
 
 def with_chunked_loss(model: GPT) -> nn.Module:
     """The model to train: with a big vocabulary (GPT-2's), its loss in chunks; else itself."""
-    return ChunkedLoss(model) if model.config.vocab_size > 4096 else model
+    return ChunkedLoss(model) if model.config.vocab_size > CHUNKED_ABOVE else model
+
+
+CHUNKED_ABOVE = 4096  # a vocabulary bigger than this (GPT-2's) trains with its loss in chunks
+CHUNK_LOGITS = 2**24  # logits in a chunk: 64 MB in fp32
 
 
 class ChunkedLoss(nn.Module):
@@ -2497,7 +2503,7 @@ class ChunkedLoss(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[None, torch.Tensor]:
         hidden = self.model.hidden(idx).flatten(0, 1)  # (B * T, n_embd)
         targets = targets.reshape(-1)  # (B * T,)
-        chunk = max(1, 2**24 // self.model.config.vocab_size)  # tokens whose fp32 logits take 64 MB
+        chunk = max(1, CHUNK_LOGITS // self.model.config.vocab_size)  # tokens a chunk holds
         total = sum(
             # use_reentrant=False: the variant PyTorch recommends, which works with DDP and compile
             torch.utils.checkpoint.checkpoint(
@@ -2645,13 +2651,13 @@ def export_hf(checkpoint: dict, directory: str) -> None:
     """Write a checkpoint as a folder that transformers' GPT2LMHeadModel.from_pretrained loads."""
     config = GPTConfig(**checkpoint["config"])
     transformers = import_transformers()
-    gpt2_vocabulary = config.vocab_size == 50257
+    gpt2_vocabulary = config.vocab_size == GPT2_VOCABULARY
     hf_config = transformers.GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
         n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0, activation_function=TANH_GELU[0] if config.gelu == "tanh" else "gelu",
-        bos_token_id=50256 if gpt2_vocabulary else None,  # <|endoftext|>
-        eos_token_id=50256 if gpt2_vocabulary else None,
+        bos_token_id=GPT2_END if gpt2_vocabulary else None,
+        eos_token_id=GPT2_END if gpt2_vocabulary else None,
     )  # fmt: skip
     hf = transformers.GPT2LMHeadModel(hf_config)
     ours = {
