@@ -503,7 +503,23 @@ def main(argv: list[str]) -> None:
 
 # Part 2: the workshop. =========================================================================
 # What makes Part 1 a tool that is fast everywhere and never loses work. Each section stands alone,
-# headed by what it is for; Part 1 calls into them by name.
+# headed by what it is for; Part 1 calls into them by name. The map, in file order (what Part 1,
+# bigram.py, app.py and bench/ call in brackets):
+#   Settings     the command line, its checks, --minutes' shape, --resume's saved settings
+#                (read_settings, Settings, parse_overrides, check_numbers, check_at_least)
+#   Hardware     device, precision, attention, compiling, the memory estimate
+#                (pick_hardware, Hardware, pick_dtype, pick_attention, check_memory)
+#   torchrun     joining processes, sharing gradients, agreeing on a value
+#   Muon         --optimizer=muon: one optimizer of two (MuonAndAdamW, from make_optimizer)
+#   Run files    the model, resume state, log and plot; the lock, the .prev copies, safe writes;
+#                loading checkpoints; the batch sampler; Run: Ctrl-C, --minutes' fit, progress
+#                (Run, load_checkpoint, load_model, UserError, run_command_line)
+#   Tokens       tokenizers from settings and files, texts of any size, the token cache
+#                (load_tokens, split_long_enough, check_readable, tokenizer_info)
+#   Chunked loss GPT.forward's loss for big vocabularies (with_chunked_loss)
+#   GPT-2        --init_from (from_pretrained) and --export_hf (export_hf)
+#   Saved models --sample, generating text piece by piece, printing it on any terminal
+#                (use_saved_model, generate_text, print_samples, attention_maps)
 
 import signal  # noqa: E402 (the workshop's imports are kept out of the tutorial's way)
 import sys  # noqa: E402
