@@ -200,8 +200,8 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if self.attention == "by_hand":  # the same math either way (tests/test_model.py)
             y = attention_by_hand(q, k, v, dropout)
-        else:  # one fused kernel that never stores the (T, T) weights: flash attention on GPUs.
-            # is_causal masks as above when T == T_all; stream() has T == 1 (no mask) otherwise
+        else:  # one fused kernel that never stores the (T, T) weights: flash attention on GPUs
+            assert T in (1, k.size(-2)), "is_causal masks a whole window, or nothing for one token"
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): the heads side by side
         return self.resid_dropout(self.c_proj(y))
